@@ -1,0 +1,407 @@
+"""DiffusionBlocks: train a network one block at a time, each block a denoiser for its own noise slice.
+
+A residual stack z_l = z_{l-1} + f_l(z_{l-1}) is read as Euler steps of the probability-flow ODE of a
+variance-exploding diffusion. Split the L layers into B blocks, give block b the b-th highest slice of
+the noise range, and train every block alone as an EDM denoiser D_b(z_σ, σ, x) ≈ y for σ in its slice.
+Only one block's parameters, gradients, optimizer state and activations live during a step.
+Shing, Koyama, Akiba, "DiffusionBlocks", ICLR 2026, https://arxiv.org/abs/2506.14202 (read v4);
+EDM: Karras et al. 2022, https://arxiv.org/abs/2206.00364; DiT: Peebles & Xie 2023.
+
+Public names, in paper order:
+  partition      SIGMA_MIN SIGMA_MAX P_MEAN P_STD SIGMA_DATA, split_layers, block_sigmas,
+                 block_slice, block_of, sample_sigma, sampling_sigmas
+  EDM            precondition, loss_weight, mean_loss_weight
+  layers         sigma_embedding, modulate, AdaLNZeroLayer, FinalLayer
+  blocks         target_embedding, DiffusionBlocks (.loss, .train_step, .denoise, .sample, .predict)
+  samplers       sample_euler, sample_heun   (D(z, sigma) -> denoised, sigmas descending)
+  memory         training_memory
+Dependencies: torch (numpy only in the tests). Blocks share no trainable parameter, so block b can
+be trained in its own process and the blocks assembled afterwards.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# 1. Noise partition (DiffusionBlocks §3.3)
+# ----------------------------------------------------------------------------------------------
+
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # EDM's noise range
+P_MEAN, P_STD = -1.2, 1.2  # training noise: ln σ ~ N(P_MEAN, P_STD²), EDM Table 1
+SIGMA_DATA = 0.5  # EDM's data standard deviation
+
+
+def _check_noise(sigma_min, sigma_max, p_std):
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if not p_std > 0:
+        raise ValueError(f"p_std must be > 0, got {p_std}")
+
+
+def _check_blocks(num_blocks):
+    if not (isinstance(num_blocks, int) and num_blocks >= 1):
+        raise ValueError(f"num_blocks must be an integer >= 1, got {num_blocks!r}")
+
+
+def split_layers(num_layers, num_blocks):
+    """Layers per block for L layers in B contiguous blocks (§3); the first L mod B blocks get one more."""
+    _check_blocks(num_blocks)
+    if num_blocks > num_layers:
+        raise ValueError(f"cannot split {num_layers} layers into {num_blocks} blocks: "
+                         f"allowed 1 <= blocks <= layers ({num_layers})")
+    base, extra = divmod(num_layers, num_blocks)
+    return [base + (b < extra) for b in range(num_blocks)]
+
+
+def block_sigmas(num_blocks, partition="equiprob", sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+                 p_mean=P_MEAN, p_std=P_STD):
+    """B+1 ascending slice boundaries: equal mass under p_σ (§3.3, Eq. 8) or equal in log σ ("uniform")."""
+    _check_blocks(num_blocks)
+    _check_noise(sigma_min, sigma_max, p_std)
+    fraction = torch.linspace(0, 1, num_blocks + 1, dtype=torch.float64)
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    if partition == "uniform":
+        sigmas = torch.exp(lo + fraction * (hi - lo))
+    elif partition == "equiprob":
+        q_min, q_max = (torch.special.ndtr(torch.tensor((v - p_mean) / p_std, dtype=torch.float64))
+                        for v in (lo, hi))
+        sigmas = torch.exp(p_mean + p_std * torch.special.ndtri(q_min + fraction * (q_max - q_min)))
+    else:
+        raise ValueError(f"partition must be 'equiprob' or 'uniform', got {partition!r}")
+    sigmas[0], sigmas[-1] = sigma_min, sigma_max  # exact ends despite round-off
+    return sigmas
+
+
+def block_slice(sigmas, block, gamma=0.0):
+    """(σ_lo, σ_hi) of block b (block 0 = highest noise), widened by γ·ln(σ_hi/σ_lo) each side in log σ (§3.3)."""
+    num_blocks = len(sigmas) - 1
+    if not 0 <= block < num_blocks:
+        raise ValueError(f"block must be in 0..{num_blocks - 1}, got {block}")
+    if not 0 <= gamma < 0.5:
+        raise ValueError(f"gamma (overlap) must be in [0, 0.5), got {gamma}")
+    lo, hi = float(sigmas[num_blocks - 1 - block]), float(sigmas[num_blocks - block])
+    widen = math.exp(gamma * math.log(hi / lo))
+    return max(lo / widen, float(sigmas[0])), min(hi * widen, float(sigmas[-1]))
+
+
+def block_of(sigma, sigmas):
+    """Block owning σ: block b owns (σ_lo, σ_hi] of its slice, block 0 the highest; σ_min goes to the last."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    inner = sigmas[1:-1].to(sigma.device)
+    ascending = torch.searchsorted(inner, sigma.contiguous(), right=False)  # inner boundaries below σ
+    return len(sigmas) - 2 - ascending
+
+
+def _std_normal_cdf(sigma, p_mean, p_std):
+    return torch.special.ndtr((torch.log(torch.as_tensor(sigma, dtype=torch.float64)) - p_mean) / p_std)
+
+
+def sample_sigma(shape, lo, hi, p_mean=P_MEAN, p_std=P_STD, generator=None, device=None):
+    """σ ~ log-normal(P_mean, P_std) truncated to [lo, hi], exactly, by inverting the CDF (EDM §5, §3.3)."""
+    dtype = torch.float32 if torch.device(device or "cpu").type == "mps" else torch.float64  # mps has no fp64
+    u_lo, u_hi = (float(_std_normal_cdf(v, p_mean, p_std)) for v in (lo, hi))
+    u = u_lo + (u_hi - u_lo) * torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    sigma = torch.exp(p_mean + p_std * torch.special.ndtri(u))
+    return sigma.clamp(lo, hi).float()
+
+
+def sampling_sigmas(num_steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD):
+    """Descending grid σ_max = σ_0 > … > σ_N = σ_min, equal steps in the truncated log-normal CDF (§4)."""
+    if not (isinstance(num_steps, int) and num_steps >= 1):
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    _check_noise(sigma_min, sigma_max, p_std)
+    q_min, q_max = _std_normal_cdf(sigma_min, p_mean, p_std), _std_normal_cdf(sigma_max, p_mean, p_std)
+    fraction = torch.linspace(1, 0, num_steps + 1, dtype=torch.float64)
+    sigmas = torch.exp(p_mean + p_std * torch.special.ndtri(q_min + fraction * (q_max - q_min)))
+    sigmas[0], sigmas[-1] = sigma_max, sigma_min
+    return sigmas
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. EDM preconditioning and loss weighting (EDM Table 1, Eq. 7-8)
+# ----------------------------------------------------------------------------------------------
+
+def precondition(sigma, sigma_data=SIGMA_DATA):
+    """(c_skip, c_out, c_in, c_noise) of EDM Table 1 so that D(z, σ) = c_skip·z + c_out·F(c_in·z, c_noise)."""
+    sigma = torch.as_tensor(sigma)
+    var = sigma ** 2 + sigma_data ** 2
+    c_skip = sigma_data ** 2 / var
+    c_out = sigma * sigma_data / var.sqrt()
+    c_in = 1 / var.sqrt()
+    c_noise = sigma.log() / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+def loss_weight(sigma, sigma_data=SIGMA_DATA):
+    """λ(σ) = (σ² + σ_data²) / (σ·σ_data)² = 1/c_out² (EDM Table 1)."""
+    sigma = torch.as_tensor(sigma)
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def mean_loss_weight(lo, hi, sigma_data=SIGMA_DATA, p_mean=P_MEAN, p_std=P_STD):
+    """E[λ(σ)] for σ ~ p_σ truncated to [lo, hi], in closed form: λ = 1/σ_data² + 1/σ², and E[σ⁻²] is log-normal."""
+    a, b = ((math.log(v) - p_mean) / p_std for v in (lo, hi))
+    ndtr = lambda t: float(torch.special.ndtr(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
+    mass = ndtr(b) - ndtr(a)
+    # E[exp(-2 ln σ)] over the truncated normal: exp(-2μ + 2s²)·(Φ(b+2s) - Φ(a+2s)) / (Φ(b) - Φ(a))
+    inv_sigma2 = math.exp(-2 * p_mean + 2 * p_std ** 2) * (ndtr(b + 2 * p_std) - ndtr(a + 2 * p_std)) / mass
+    return 1 / sigma_data ** 2 + inv_sigma2
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The AdaLN-Zero transformer layer (DiT §3.2) and the σ embedding
+# ----------------------------------------------------------------------------------------------
+
+def sigma_embedding(c_noise, dim, max_period=10_000, scale=1000.0):
+    """Sinusoidal embedding of c_noise = ¼·ln σ (DiT's timestep embedding of scale·c_noise): (...) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device) / half)
+    args = scale * c_noise.float()[..., None] * freqs  # (..., half)
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(embedding, (0, dim % 2))
+
+
+def modulate(h, shift, scale):
+    """AdaLN: h·(1 + scale) + shift (DiT Eq. in §3.2)."""
+    return h * (1 + scale) + shift
+
+
+def _per_token(c):
+    return c[:, None] if c.dim() == 2 else c  # (N, D) -> (N, 1, D); (N, T, D) stays per token
+
+
+class AdaLNZeroLayer(nn.Module):
+    """Pre-norm transformer layer whose norms are modulated by c; gates start at 0 so it starts as the identity (DiT)."""
+
+    def __init__(self, width, heads, mlp_ratio=4.0, cond_dim=None):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or width, 6 * width))
+        nn.init.zeros_(self.adaLN[-1].weight)  # AdaLN-Zero: every gate is 0 at init, so the layer is
+        nn.init.zeros_(self.adaLN[-1].bias)    # the identity and a deep stack starts as a shallow one
+
+    def attention(self, h, mask):
+        N, T, D = h.shape
+        q, k, v = self.qkv(h).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (N, H, T, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, H, T, D/H)
+        return self.proj(out.transpose(1, 2).reshape(N, T, D))
+
+    def forward(self, h, c, mask=None):
+        """h: (N, T, D) tokens, c: (N, C) or per-token (N, T, C) condition, mask: bool, True = may attend."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _per_token(self.adaLN(c)).chunk(6, dim=-1)
+        h = h + gate_msa * self.attention(modulate(self.norm1(h), shift_msa, scale_msa), mask)
+        h = h + gate_mlp * self.mlp(modulate(self.norm2(h), shift_mlp, scale_mlp))
+        return h  # (N, T, D)
+
+
+class FinalLayer(nn.Module):
+    """AdaLN-modulated norm and a zero-initialised linear head (DiT's final layer)."""
+
+    def __init__(self, width, out_dim, cond_dim=None):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or width, 2 * width))
+        self.linear = nn.Linear(width, out_dim)
+        for layer in (self.adaLN[-1], self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, h, c):
+        shift, scale = _per_token(self.adaLN(c)).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(h), shift, scale))  # (N, T, out_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The block container and its training step (§3, Fig. 3)
+# ----------------------------------------------------------------------------------------------
+
+def target_embedding(num_classes, dim, seed=0):
+    """Fixed, seeded, L2-normalised embedding table (num_classes, dim): the target space of discrete y (§3.4)."""
+    table = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed))
+    return F.normalize(table, dim=-1)
+
+
+class DiffusionBlocks(nn.Module):
+    """B independent EDM denoisers D_b; block b owns the b-th highest noise slice of the partition (§3).
+
+    Each block network is called as F_b(c_in·z, c_noise, x) and returns a tensor shaped like y
+    (continuous targets) or logits over the classes (discrete targets, `embedding` given). Blocks share
+    no trainable parameter; the only shared object is the fixed target embedding buffer.
+
+    Loss: λ(σ)·ℓ per sample (σ per sample, or per token when y is a sequence of class indices), with
+    ℓ the squared error of D (continuous) or the cross-entropy of the logits (discrete), divided by
+    the exact mean weight E[λ] of the block's slice. Inside a slice this is EDM's weighting; across
+    blocks every loss has unit-mean weight, so one learning rate and one clipping threshold serve
+    all blocks even though λ reaches 2.5e5 at σ_min.
+    """
+
+    def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", sigma_data=SIGMA_DATA,
+                 sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        seen = {}
+        for b, block in enumerate(self.blocks):
+            for p in block.parameters():
+                if p.requires_grad and seen.setdefault(id(p), b) != b:
+                    raise ValueError(f"blocks {seen[id(p)]} and {b} share a trainable parameter; "
+                                     "each block must own its own (build a fresh module per block)")
+        self.register_buffer("sigmas", block_sigmas(len(self.blocks), partition, sigma_min, sigma_max, p_mean, p_std))
+        self.register_buffer("embedding", embedding)
+        self.slices = [block_slice(self.sigmas, b, gamma) for b in range(len(self.blocks))]
+        self.gamma, self.partition, self.sigma_data = gamma, partition, sigma_data
+        self.p_mean, self.p_std = p_mean, p_std
+        self.mean_weights = [mean_loss_weight(lo, hi, sigma_data, p_mean, p_std) for lo, hi in self.slices]
+
+    @property
+    def discrete(self):
+        return self.embedding is not None
+
+    def network(self, z, sigma, x, block):
+        """F_b(c_in·z, c_noise, x) with σ broadcast to one value per sample (per token for sequences)."""
+        sigma = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
+        sigma = sigma.expand(z.shape[:-1] if self.discrete else z.shape[:1])
+        _, _, c_in, c_noise = precondition(sigma, self.sigma_data)
+        return self.blocks[block](_append_dims(c_in, z) * z, c_noise, x)
+
+    def denoise(self, z, sigma, x, block=None):
+        """D_b(z, σ, x) ≈ E[y | z] (EDM Eq. 7); discrete: softmax(logits) @ E. Block routed from σ if not given."""
+        if block is None:
+            block = int(block_of(float(sigma), self.sigmas))
+        out = self.network(z, sigma, x, block)
+        if self.discrete:
+            return out.softmax(-1) @ self.embedding
+        c_skip, c_out, _, _ = precondition(torch.as_tensor(sigma, dtype=z.dtype, device=z.device), self.sigma_data)
+        return _append_dims(c_skip, z) * z + _append_dims(c_out, z) * out
+
+    def loss(self, x, target, block, generator=None):
+        """Slice-normalised λ(σ)·ℓ(D_b(y + σε, σ, x), y) for σ ~ p_σ on block b's slice (§3, Eq. 6)."""
+        y = self.embedding[target] if self.discrete else target
+        sigma_shape = target.shape if self.discrete else target.shape[:1]
+        lo, hi = self.slices[block]
+        sigma = sample_sigma(sigma_shape, lo, hi, self.p_mean, self.p_std, generator, y.device)
+        noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        z = y + _append_dims(sigma, y) * noise
+        out = self.network(z, sigma, x, block)
+        expected = (*target.shape, len(self.embedding)) if self.discrete else y.shape
+        if out.shape != expected:
+            raise ValueError(f"block {block} returned shape {tuple(out.shape)}, expected {tuple(expected)} "
+                             f"({'logits over the classes' if self.discrete else 'the shape of y'})")
+        if self.discrete:
+            ell = F.cross_entropy(out.flatten(0, -2).float(), target.flatten(), reduction="none").view(target.shape)
+        else:
+            c_skip, c_out, _, _ = precondition(sigma, self.sigma_data)
+            D = _append_dims(c_skip, y) * z + _append_dims(c_out, y) * out
+            ell = (D.float() - y.float()).pow(2).flatten(1).mean(1)
+        return (loss_weight(sigma, self.sigma_data) * ell).mean() / self.mean_weights[block]
+
+    def train_step(self, x, target, optimizers, block=None, generator=None, clip_grad=1.0):
+        """One iteration of Fig. 3: pick b uniformly, take the loss on its slice, step only optimizer b."""
+        if block is None:
+            block = int(torch.randint(len(self.blocks), (1,), generator=generator))
+        loss = self.loss(x, target, block, generator)
+        optimizers[block].zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            nn.utils.clip_grad_norm_(self.blocks[block].parameters(), clip_grad)
+        optimizers[block].step()
+        return block, loss.detach()
+
+    @torch.no_grad()
+    def sample(self, x, shape, sigmas, sampler=None, generator=None, device=None):
+        """z_N from z_0 = σ_max·ε by the reverse ODE, each step by the block owning σ_i (§3, Fig. 3 corrected)."""
+        noise = torch.randn(shape, generator=generator, device=device)
+        return (sampler or sample_euler)(lambda z, sigma: self.denoise(z, sigma, x), sigmas, noise)
+
+    @torch.no_grad()
+    def predict(self, x, shape, sigmas, generator=None, device=None):
+        """Discrete y: logits of the last network call after the Euler chain (§4); argmax is the prediction."""
+        last = {}
+
+        def D(z, sigma):
+            block = int(block_of(float(sigma), self.sigmas))
+            last["logits"] = self.network(z, sigma, x, block)
+            return last["logits"].softmax(-1) @ self.embedding
+
+        sample_euler(D, sigmas, torch.randn(shape, generator=generator, device=device))
+        return last["logits"]
+
+
+def _append_dims(t, like):
+    """(N,) or (N, T) -> broadcastable against `like` by trailing singleton dims (k-diffusion's append_dims)."""
+    return t.reshape(*t.shape, *([1] * (like.dim() - t.dim())))
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Samplers (EDM Alg. 1 without churn; DiffusionBlocks Eq. 3-5 with the sign corrected)
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def sample_euler(D, sigmas, noise):
+    """Euler on dz/dσ = (z - D(z, σ))/σ from z_0 = σ_0·noise down the descending grid `sigmas`."""
+    z = noise * float(sigmas[0])
+    for sigma_cur, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        d_cur = (z - D(z, sigma_cur)) / sigma_cur
+        z = z + (sigma_next - sigma_cur) * d_cur  # σ decreases, so this removes noise
+    return z
+
+
+@torch.no_grad()
+def sample_heun(D, sigmas, noise):
+    """Heun's 2nd-order method (EDM Alg. 1, S_churn = 0); the correction is skipped on a step to σ = 0."""
+    z = noise * float(sigmas[0])
+    for sigma_cur, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        d_cur = (z - D(z, sigma_cur)) / sigma_cur
+        z_next = z + (sigma_next - sigma_cur) * d_cur
+        if sigma_next > 0:
+            d_next = (z_next - D(z_next, sigma_next)) / sigma_next
+            z_next = z + (sigma_next - sigma_cur) * (d_cur + d_next) / 2
+        z = z_next
+    return z
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Training-memory accounting (the B-fold claim, measured)
+# ----------------------------------------------------------------------------------------------
+
+def training_memory(step, params, optimizer):
+    """Bytes of one training step `step()` of `params`: parameters, gradients, optimizer state, saved activations.
+
+    Activations are the tensors autograd saves for backward, each storage counted once and the
+    trained parameters excluded (they are counted as parameters). On CUDA, `cuda_peak` is
+    torch.cuda.max_memory_allocated over the step. Run it on a real step: it trains.
+    """
+    params = [p for p in params if p.requires_grad]
+    param_storages = {p.untyped_storage().data_ptr() for p in params}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in param_storages:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    cuda = params[0].is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    state = [v for p in params for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v)]
+    parts = {"parameters": sum(p.nbytes for p in params),
+             "gradients": sum(p.grad.nbytes for p in params if p.grad is not None),
+             "optimizer_state": sum(v.nbytes for v in state),
+             "activations": sum(saved.values())}
+    parts["total"] = sum(parts.values())
+    if cuda:
+        parts["cuda_peak"] = torch.cuda.max_memory_allocated()
+    return parts

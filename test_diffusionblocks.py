@@ -1,0 +1,364 @@
+"""Tests of diffusionblocks.py, each against an independent reference (a formula, a brute force, a known value).
+
+Run: python -m pytest -q test_diffusionblocks.py      (about a minute on a 2-core CPU)
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import diffusionblocks as db
+
+# SPEC §3 reference boundaries (4 significant digits) and the γ = 0.05 slices for B = 3 (block 0 first).
+REFERENCE_SIGMAS = {2: [0.002, 0.3012, 80], 3: [0.002, 0.1796, 0.5050, 80], 4: [0.002, 0.1341, 0.3012, 0.6766, 80]}
+REFERENCE_SLICES_B3 = [(0.392, 80), (0.1706, 0.5318), (0.002, 0.2249)]
+
+
+def lognormal_mass(lo, hi, n=200_001):
+    """∫ p_σ(σ) dσ over [lo, hi] by Simpson's rule on the log-normal density (no CDF formula involved)."""
+    s = np.linspace(math.log(lo), math.log(hi), n)  # integrate in u = ln σ: p_σ dσ = N(u; μ, s²) du
+    f = np.exp(-((s - db.P_MEAN) ** 2) / (2 * db.P_STD ** 2)) / (db.P_STD * math.sqrt(2 * math.pi))
+    h = (s[-1] - s[0]) / (n - 1)
+    return h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+
+# ---------------------------------------------------------------------------------------------- partition
+
+@pytest.mark.parametrize("B", [2, 3, 4])
+def test_equiprob_boundaries_match_reference_and_hold_equal_mass(B):
+    sigmas = db.block_sigmas(B)
+    assert sigmas.dtype == torch.float64 and torch.all(sigmas[1:] > sigmas[:-1])
+    np.testing.assert_allclose(sigmas.numpy(), REFERENCE_SIGMAS[B], rtol=5e-4)
+    total = lognormal_mass(db.SIGMA_MIN, db.SIGMA_MAX)
+    masses = [lognormal_mass(float(lo), float(hi)) / total for lo, hi in zip(sigmas[:-1], sigmas[1:])]
+    np.testing.assert_allclose(masses, 1 / B, atol=1e-6)
+
+
+def test_overlap_slices_match_reference():
+    sigmas = db.block_sigmas(3)
+    for b, reference in enumerate(REFERENCE_SLICES_B3):
+        np.testing.assert_allclose(db.block_slice(sigmas, b, gamma=0.05), reference, rtol=5e-4)
+
+
+def test_uniform_partition_is_equal_in_log_sigma():
+    sigmas = db.block_sigmas(5, partition="uniform")
+    widths = np.diff(np.log(sigmas.numpy()))
+    np.testing.assert_allclose(widths, math.log(db.SIGMA_MAX / db.SIGMA_MIN) / 5, rtol=1e-12)
+
+
+def test_split_layers_covers_all_layers():
+    for L in range(1, 13):
+        for B in range(1, L + 1):
+            split = db.split_layers(L, B)
+            assert sum(split) == L and len(split) == B and max(split) - min(split) <= 1
+
+
+@pytest.mark.parametrize("B", [1, 2, 3, 4, 6])
+def test_sigma_sampler_stays_in_slice_and_follows_truncated_cdf(B):
+    sigmas = db.block_sigmas(B)
+    gen = torch.Generator().manual_seed(0)
+    n = 20_000
+    for b in range(B):
+        lo, hi = db.block_slice(sigmas, b, gamma=0.05)
+        draws = np.sort(db.sample_sigma((n,), lo, hi, generator=gen).double().numpy())
+        assert draws.min() >= lo * (1 - 1e-6) and draws.max() <= hi * (1 + 1e-6)
+        # Kolmogorov-Smirnov: reference CDF from math.erf, the 99.9 % critical value is 1.95/√n
+        Phi = lambda v: 0.5 * (1 + math.erf((math.log(v) - db.P_MEAN) / (db.P_STD * math.sqrt(2))))  # noqa: E731
+        cdf = (np.array([Phi(v) for v in draws]) - Phi(lo)) / (Phi(hi) - Phi(lo))
+        ecdf = np.arange(1, n + 1) / n
+        assert np.max(np.abs(ecdf - cdf)) < 1.95 / math.sqrt(n)
+
+
+@pytest.mark.parametrize("partition", ["equiprob", "uniform"])
+def test_routing_agrees_with_boundaries(partition):
+    B = 4
+    sigmas = db.block_sigmas(B, partition)
+    owner = lambda s: next(b for b in range(B) if sigmas[B - 1 - b] < s <= sigmas[B - b] or  # noqa: E731
+                           (b == B - 1 and s <= sigmas[0]))
+    probes = [float(sigmas[0]), float(sigmas[-1])]
+    for s in sigmas.tolist():
+        probes += [s, s * (1 + 1e-9), s * (1 - 1e-9), s * 1.01, s / 1.01]
+    probes = [p for p in probes if db.SIGMA_MIN <= p <= db.SIGMA_MAX]
+    routed = db.block_of(torch.tensor(probes, dtype=torch.float64), sigmas)
+    assert routed.tolist() == [owner(p) for p in probes]
+    assert int(db.block_of(db.SIGMA_MAX, sigmas)) == 0 and int(db.block_of(db.SIGMA_MIN, sigmas)) == B - 1
+
+
+def test_sampling_grid_gives_each_block_an_equal_share_of_steps():
+    B, steps = 3, 12
+    grid = db.sampling_sigmas(steps)
+    assert grid[0] == db.SIGMA_MAX and grid[-1] == db.SIGMA_MIN and torch.all(grid[1:] < grid[:-1])
+    counts = torch.bincount(db.block_of(grid[:-1], db.block_sigmas(B)), minlength=B)
+    assert counts.tolist() == [steps // B] * B
+
+
+# ---------------------------------------------------------------------------------------------- EDM
+
+def test_preconditioning_matches_edm_formulas_and_unit_variance():
+    sigma = torch.tensor([0.002, 0.05, 0.5, 2.0, 80.0], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = db.precondition(sigma)
+    sd = 0.5
+    for i, s in enumerate(sigma.tolist()):  # EDM Table 1, written out by hand
+        assert c_skip[i].item() == pytest.approx(sd ** 2 / (s ** 2 + sd ** 2), rel=1e-12)
+        assert c_out[i].item() == pytest.approx(s * sd / math.sqrt(s ** 2 + sd ** 2), rel=1e-12)
+        assert c_in[i].item() == pytest.approx(1 / math.sqrt(s ** 2 + sd ** 2), rel=1e-12)
+        assert c_noise[i].item() == pytest.approx(math.log(s) / 4, rel=1e-12)
+        assert db.loss_weight(sigma[i]).item() == pytest.approx(4 + 1 / s ** 2, rel=1e-12)
+    # EDM's design goals, by Monte Carlo on y ~ N(0, σ_data²): unit-variance input and training target
+    gen = torch.Generator().manual_seed(0)
+    for s in sigma.tolist():
+        y = sd * torch.randn(200_000, generator=gen, dtype=torch.float64)
+        z = y + s * torch.randn(200_000, generator=gen, dtype=torch.float64)
+        c_skip, c_out, c_in, _ = db.precondition(torch.tensor(s, dtype=torch.float64))
+        assert (c_in * z).var().item() == pytest.approx(1, abs=0.01)
+        assert ((y - c_skip * z) / c_out).var().item() == pytest.approx(1, abs=0.01)
+        assert (db.loss_weight(torch.tensor(s, dtype=torch.float64)) * c_out ** 2).item() == pytest.approx(1, rel=1e-12)
+
+
+def test_mean_loss_weight_matches_numerical_integration():
+    for lo, hi in db.block_slice(db.block_sigmas(3), 2), (0.3, 80.0), (db.SIGMA_MIN, db.SIGMA_MAX):
+        u = np.linspace(math.log(lo), math.log(hi), 400_001)
+        density = np.exp(-((u - db.P_MEAN) ** 2) / (2 * db.P_STD ** 2))
+        weight = 4 + np.exp(-2 * u)
+        assert db.mean_loss_weight(lo, hi) == pytest.approx(np.trapezoid(weight * density, u) /
+                                                            np.trapezoid(density, u), rel=1e-6)
+
+
+class Oracle(nn.Module):
+    """F that makes D exact for y ~ N(mu, s²) per dimension, recovering σ from c_noise and z from c_in·z."""
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.mu, self.s, self.calls = mu, s, []
+
+    def forward(self, z_in, c_noise, x):
+        sigma = torch.exp(4 * c_noise.double())[:, None]
+        self.calls.append(sigma[0].item())
+        c_skip, c_out, c_in, _ = db.precondition(sigma)
+        z = z_in.double() / c_in
+        D = self.mu + self.s ** 2 / (self.s ** 2 + sigma ** 2) * (z - self.mu)  # E[y | z], the exact denoiser
+        return ((D - c_skip * z) / c_out).to(z_in.dtype)
+
+
+def test_denoiser_with_oracle_output_returns_y():
+    y = torch.randn(16, 8, dtype=torch.float64)
+    sigma = torch.tensor(0.7, dtype=torch.float64)
+    z = y + sigma * torch.randn_like(y)
+    sd = 0.5
+    c_skip = sd ** 2 / (sigma ** 2 + sd ** 2)  # hand-written EDM coefficients
+    c_out = sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
+    model = db.DiffusionBlocks([Echo((y - c_skip * z) / c_out)])
+    torch.testing.assert_close(model.denoise(z, sigma, None), y, rtol=1e-12, atol=1e-12)
+
+
+class Echo(nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, z_in, c_noise, x):
+        return self.out
+
+
+def test_euler_sampler_reproduces_gaussian_and_routes_each_step():
+    mu, s, B, steps = 1.5, 0.8, 3, 300
+    model = db.DiffusionBlocks([Oracle(mu, s) for _ in range(B)]).double()
+    grid = db.sampling_sigmas(steps)
+    gen = torch.Generator().manual_seed(0)
+    z = model.sample(None, (20_000, 4), grid.double(), generator=gen).double()
+    final = math.sqrt(s ** 2 + db.SIGMA_MIN ** 2)  # the ODE maps N(mu, s²+σ_max²) to N(mu, s²+σ_min²)
+    assert z.mean().item() == pytest.approx(mu, abs=0.02)
+    assert z.std().item() == pytest.approx(final, rel=0.02)
+    for b, block in enumerate(model.blocks):  # every call of block b was at a σ of its own slice
+        lo, hi = float(model.sigmas[B - 1 - b]), float(model.sigmas[B - b])
+        assert block.calls and all(lo * (1 - 1e-5) <= c <= hi * (1 + 1e-5) for c in block.calls)
+    again = model.sample(None, (20_000, 4), grid.double(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(z, again)
+
+
+def test_euler_is_first_order_and_heun_second_order():
+    """Halving the step (geometric grid 2 -> σ_min) halves Euler's error and quarters Heun's."""
+    s = 0.5
+    D = lambda z, sigma: s ** 2 / (s ** 2 + sigma ** 2) * z  # noqa: E731  exact denoiser of N(0, s²)
+    noise = torch.randn(1000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = noise * 2.0 * math.sqrt(s ** 2 + db.SIGMA_MIN ** 2) / math.sqrt(s ** 2 + 2.0 ** 2)
+    grid = lambda n: torch.exp(torch.linspace(math.log(2.0), math.log(db.SIGMA_MIN), n + 1, dtype=torch.float64))  # noqa: E731
+    error = lambda sampler, n: (sampler(D, grid(n), noise) - exact).abs().mean().item()  # noqa: E731
+    assert 1.6 < error(db.sample_euler, 32) / error(db.sample_euler, 64) < 2.4
+    assert 3.2 < error(db.sample_heun, 32) / error(db.sample_heun, 64) < 4.8
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+def test_adaln_zero_layer_and_final_layer_start_as_identity_and_zero():
+    torch.manual_seed(0)
+    layer = db.AdaLNZeroLayer(32, heads=4)
+    h, c = torch.randn(2, 5, 32), torch.randn(2, 32)
+    assert torch.equal(layer(h, c), h)
+    assert torch.equal(layer(h, torch.randn(2, 5, 32), mask=torch.ones(5, 5, dtype=torch.bool).tril()), h)
+    assert torch.equal(db.FinalLayer(32, 7)(h, c), torch.zeros(2, 5, 7))
+
+
+def test_adaln_layer_respects_causal_mask():
+    torch.manual_seed(0)
+    layer = db.AdaLNZeroLayer(16, heads=2)
+    for p in layer.adaLN.parameters():  # leave AdaLN-Zero so attention contributes
+        nn.init.normal_(p, std=0.5)
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    h, c = torch.randn(1, 6, 16), torch.randn(1, 16)
+    h2 = h.clone()
+    h2[:, 4:] = torch.randn(1, 2, 16)  # changing the future must not change the past
+    torch.testing.assert_close(layer(h, c, mask)[:, :4], layer(h2, c, mask)[:, :4])
+    assert not torch.allclose(layer(h, c)[:, :4], layer(h2, c)[:, :4])
+
+
+def test_sigma_embedding_separates_sigmas():
+    c_noise = db.precondition(torch.tensor([0.002, 0.0021, 1.0, 80.0]))[3]
+    e = db.sigma_embedding(c_noise, 65)
+    assert e.shape == (4, 65)
+    assert torch.cdist(e, e).fill_diagonal_(float("inf")).min() > 0.5
+
+
+# ---------------------------------------------------------------------------------------------- container
+
+class TinyBlock(nn.Module):
+    """A stem, `depth` residual MLP layers and a head, conditioned on c_noise and x (a block of a toy net)."""
+
+    def __init__(self, dim_in, dim_out, width=64, depth=2, x_dim=4):
+        super().__init__()
+        self.stem = nn.Linear(dim_in + x_dim + 1, width)
+        self.layers = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU())
+                                    for _ in range(depth))
+        self.head = nn.Linear(width, dim_out)
+
+    def forward(self, z_in, c_noise, x):
+        h = self.stem(torch.cat([z_in, x, c_noise[:, None]], dim=-1))
+        for layer in self.layers:
+            h = h + layer(h)
+        return self.head(h)
+
+
+def make_classifier(B=3, num_classes=4, dim=8, depth=2, seed=0):
+    torch.manual_seed(seed)
+    blocks = [TinyBlock(dim, num_classes, depth=depth) for _ in range(B)]
+    return db.DiffusionBlocks(blocks, embedding=db.target_embedding(num_classes, dim), gamma=0.05)
+
+
+def test_target_embedding_is_fixed_seeded_and_unit_norm():
+    E = db.target_embedding(10, 16, seed=3)
+    torch.testing.assert_close(E.norm(dim=-1), torch.ones(10))
+    assert torch.equal(E, db.target_embedding(10, 16, seed=3))
+    assert not torch.equal(E, db.target_embedding(10, 16, seed=4))
+
+
+def test_train_step_touches_only_its_block():
+    model = make_classifier()
+    opts = [torch.optim.AdamW(b.parameters(), lr=1e-2) for b in model.blocks]
+    before = [[p.detach().clone() for p in b.parameters()] for b in model.blocks]
+    x, target = torch.randn(32, 4), torch.randint(4, (32,))
+    block, loss = model.train_step(x, target, opts, block=1)
+    assert block == 1 and torch.isfinite(loss)
+    for b in (0, 2):
+        assert all(torch.equal(p, q) for p, q in zip(model.blocks[b].parameters(), before[b]))
+        assert len(opts[b].state) == 0
+    assert any(not torch.equal(p, q) for p, q in zip(model.blocks[1].parameters(), before[1]))
+    assert len(opts[1].state) == len(list(model.blocks[1].parameters()))
+
+
+def test_blocks_sharing_a_parameter_are_rejected():
+    shared = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="share a trainable parameter"):
+        db.DiffusionBlocks([nn.Sequential(shared), nn.Sequential(shared)])
+
+
+def test_block_choice_is_uniform():
+    model = make_classifier(B=4)
+    opts = [torch.optim.SGD(b.parameters(), lr=0.0) for b in model.blocks]
+    gen = torch.Generator().manual_seed(0)
+    x, target = torch.randn(2, 4), torch.randint(4, (2,))
+    counts = np.bincount([model.train_step(x, target, opts, generator=gen)[0] for _ in range(800)], minlength=4)
+    chi2 = ((counts - 200) ** 2 / 200).sum()
+    assert chi2 < 16.27  # χ²(3 dof) at p = 0.001
+
+
+def test_tiny_problem_learns():
+    """Four Gaussian clusters in 4-D: a few hundred steps drive the loss down and the chain classifies."""
+    torch.manual_seed(0)
+    centers = 2 * torch.randn(4, 4)
+    target = torch.randint(4, (2048,))
+    x = centers[target] + 0.3 * torch.randn(2048, 4)
+    model = make_classifier(B=3)
+    opts = [torch.optim.AdamW(b.parameters(), lr=3e-3) for b in model.blocks]
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(600):
+        idx = torch.randint(2048, (64,), generator=gen)
+        losses.append(model.train_step(x[idx], target[idx], opts, generator=gen)[1].item())
+    assert np.mean(losses[-100:]) < 0.3 * np.mean(losses[:30])
+    logits = model.predict(x[:512], (512, 8), db.sampling_sigmas(3), generator=gen)
+    assert (logits.argmax(-1) == target[:512]).float().mean() > 0.95
+
+
+def test_continuous_targets_train_and_sample():
+    """Continuous y: the squared-error path learns a conditional mean, and samples land near it."""
+    torch.manual_seed(0)
+    blocks = [TinyBlock(2, 2, x_dim=4) for _ in range(2)]
+    model = db.DiffusionBlocks(blocks)
+    opts = [torch.optim.AdamW(b.parameters(), lr=3e-3) for b in model.blocks]
+    x = torch.randn(1024, 4)
+    y = 0.5 * torch.tanh(x[:, :2])  # a deterministic target given x
+    for step in range(600):
+        idx = torch.randint(1024, (64,))
+        model.train_step(x[idx], y[idx], opts)
+    z = model.sample(x[:256], (256, 2), db.sampling_sigmas(10), generator=torch.Generator().manual_seed(0))
+    assert (z - y[:256]).pow(2).mean() < 0.1 * y.pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+def test_one_block_saves_one_bth_of_the_activations():
+    """Same stack of 12 identical layers: end-to-end vs one of B blocks of 12/B layers (plus own stem/head)."""
+    B, L, width, N = 3, 12, 256, 512
+    torch.manual_seed(0)
+    x, target = torch.randn(N, 4), torch.randint(4, (N,))
+    e2e = TinyBlock(8, 4, width=width, depth=L)
+    opt = torch.optim.AdamW(e2e.parameters())
+    z, c_noise = torch.randn(N, 8), torch.randn(N)
+    full = db.training_memory(lambda: (nn.functional.cross_entropy(e2e(z, c_noise, x), target).backward(),
+                                       opt.step()), e2e.parameters(), opt)
+    model = db.DiffusionBlocks([TinyBlock(8, 4, width=width, depth=d) for d in db.split_layers(L, B)],
+                               embedding=db.target_embedding(4, 8))
+    opts = [torch.optim.AdamW(b.parameters()) for b in model.blocks]
+    one = db.training_memory(lambda: model.train_step(x, target, opts, block=0), model.blocks[0].parameters(),
+                             opts[0])
+    # brute-force reference for the parameters: count them by hand
+    assert full["parameters"] == 4 * sum(p.numel() for p in e2e.parameters())
+    assert full["gradients"] == full["parameters"] and full["optimizer_state"] >= 2 * full["parameters"]
+    assert one["activations"] == pytest.approx(full["activations"] / B, rel=0.1)
+    assert one["total"] == pytest.approx(full["total"] / B, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: db.block_sigmas(0), "num_blocks"),
+    (lambda: db.split_layers(4, 5), "blocks <= layers"),
+    (lambda: db.block_slice(db.block_sigmas(3), 0, gamma=0.5), "gamma"),
+    (lambda: db.block_slice(db.block_sigmas(3), 3), "block must be"),
+    (lambda: db.block_sigmas(3, sigma_min=1.0, sigma_max=1.0), "sigma_min < sigma_max"),
+    (lambda: db.block_sigmas(3, p_std=0.0), "p_std"),
+    (lambda: db.block_sigmas(3, partition="linear"), "equiprob"),
+    (lambda: db.sampling_sigmas(0), "num_steps"),
+    (lambda: db.AdaLNZeroLayer(30, heads=4), "divisible"),
+])
+def test_bad_input_raises_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_target_shape_mismatch_is_reported():
+    model = db.DiffusionBlocks([TinyBlock(8, 5) for _ in range(2)], embedding=db.target_embedding(4, 8))
+    with pytest.raises(ValueError, match="expected"):
+        model.loss(torch.randn(3, 4), torch.randint(4, (3,)), block=0)
