@@ -307,7 +307,8 @@ class DiffusionBlocks(nn.Module):
     def train_step(self, x, target, optimizers, block=None, generator=None, clip_grad=1.0):
         """One iteration of Fig. 3: pick b uniformly, take the loss on its slice, step only optimizer b."""
         if block is None:
-            block = int(torch.randint(len(self.blocks), (1,), generator=generator))
+            device = None if generator is None else generator.device
+            block = int(torch.randint(len(self.blocks), (1,), generator=generator, device=device))
         loss = self.loss(x, target, block, generator)
         optimizers[block].zero_grad(set_to_none=True)
         loss.backward()

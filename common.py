@@ -1,0 +1,474 @@
+"""What the train_*.py scripts share: config and flags, device and seed, datasets, the training-loop
+skeleton with atomic checkpoints, memory measurement, metrics, the comparison table and plots.
+
+The method itself lives in diffusionblocks.py; this file is plumbing, so that each script shows only
+its model and its training step.
+"""
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import diffusionblocks as db
+
+
+# ----------------------------------------------------------------------------------------------
+# Config and flags
+# ----------------------------------------------------------------------------------------------
+
+def option(default, help, choices=None):
+    """A config field with its help text (and allowed values), turned into a flag by `parse_config`."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every script has; defaults are the CPU-sized preset unless a comment says otherwise."""
+    preset: str = option("cpu", "smoke: seconds (tests); cpu: the default comparison; paper: the paper's setup, one GPU")
+    method: str = option("all", "which method to train; 'all' trains each and prints the comparison")
+    dataset: str = option("digits", "dataset name, or npz:PATH / txt:PATH")
+    data_dir: str = option("data", "where real datasets are downloaded or looked for")
+    blocks: int = option(3, "B, the number of blocks (the paper's value for every task but AR text)")
+    gamma: float = option(0.05, "overlap γ between neighbouring noise slices (paper: 0.05, 0 in ablations)")
+    partition: str = option("equiprob", "noise partition", ["equiprob", "uniform"])
+    steps: int = option(1000, "baseline iterations N; DiffusionBlocks runs B·N one-block iterations")
+    batch_size: int = option(64, "batch size")
+    lr: float = option(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = option(1e-5, "learning rate at the end of the cosine decay")
+    warmup: float = option(0.05, "warm-up fraction of the iterations, before the cosine decay")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    seed: int = option(0, "seed of weights, data order and noise")
+    seeds: str = option("", "comma-separated seeds to run one after another, e.g. 0,1,2 (then mean ± std)")
+    device: str = option("auto", "device", ["auto", "cpu", "cuda", "mps"])
+    out: str = option("", "output folder (default runs/<script>-<dataset>-<time>)")
+    resume: bool = option(False, "continue from the last checkpoint in --out")
+    block: int = option(-1, "train only this block and save it to its own file (-1: all; under torchrun: RANK)")
+    assemble: bool = option(False, "evaluate the model assembled from the block files in --out")
+    eval_every: int = option(250, "iterations between evaluations on the test set (learning curves)")
+    ckpt_every: int = option(500, "iterations between checkpoints")
+
+
+def fail(message, status=2):
+    """Print a one-line error for a user's mistake and exit (2: bad input, 1: failed mid-run)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def parse_config(config_class, presets, methods, argv=None):
+    """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(config_class):
+        kwargs = dict(help=f.metadata.get("help"), default=argparse.SUPPRESS)
+        if f.name == "method":
+            kwargs["choices"] = ["all", *methods]
+        elif f.name == "preset":
+            kwargs["choices"] = list(presets)
+        elif f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = type(f.default)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    args = vars(parser.parse_args(argv))
+    preset = args.get("preset", "cpu")
+    cfg = config_class(**{**presets[preset], **args, "preset": preset})
+    if cfg.block < 0 and "RANK" in os.environ and cfg.method == "diffusionblocks":
+        cfg.block = int(os.environ["RANK"])  # torchrun: rank r trains block r, no collective needed
+    for name in ("blocks", "steps", "batch_size", "eval_every", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.gamma < 0.5:
+        fail(f"--gamma must be in [0, 0.5), got {cfg.gamma}")
+    if cfg.lr <= 0:
+        fail(f"--lr must be > 0, got {cfg.lr}")
+    if (cfg.block >= 0 or cfg.assemble) and cfg.method != "diffusionblocks":
+        fail("--block and --assemble need --method diffusionblocks")
+    if cfg.block >= cfg.blocks:
+        fail(f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got {cfg.block}")
+    if (cfg.block >= 0 or cfg.assemble or cfg.resume) and not cfg.out:
+        fail("--block, --assemble and --resume need --out, the folder that holds the run")
+    script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    cfg.out = cfg.out or os.path.join("runs", f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
+                                              f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Device, dtype, seed
+# ----------------------------------------------------------------------------------------------
+
+def pick_device(name):
+    """cuda → mps → cpu for 'auto'; an explicit device that is not there is an error."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available[name]:
+        fail(f"--device {name} is not available here; allowed: auto, " +
+             ", ".join(d for d, ok in available.items() if ok))
+    return torch.device(name)
+
+
+def autocast(device):
+    """bf16 autocast on CUDA only; full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def count_params(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image datasets: (N, C, H, W) uint8 tensors and integer labels
+# ----------------------------------------------------------------------------------------------
+
+def _split(x, y, seed, test_fraction=0.2):
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(test_fraction * len(x)))
+    return x[perm[n_test:]], y[perm[n_test:]], x[perm[:n_test]], y[perm[:n_test]]
+
+
+def _as_nchw(x):
+    x = torch.as_tensor(np.asarray(x))
+    return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
+
+
+def _torchvision_images(name, data_dir):
+    try:
+        import torchvision
+    except ImportError:
+        fail(f"--dataset {name} needs torchvision: install the build that matches your torch "
+             "(see requirements.txt), or use --dataset digits / npz:PATH")
+    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
+           "cifar100": torchvision.datasets.CIFAR100}[name]
+    try:
+        train, test = (cls(data_dir, train=t, download=True) for t in (True, False))
+    except Exception as e:  # noqa: BLE001  a failed download: say what to do
+        fail(f"could not load or download {name} into {data_dir!r} ({type(e).__name__}: {e}). "
+             f"Download it where you have internet (torchvision.datasets.{cls.__name__}) and point "
+             "--data-dir at that folder, or convert it to npz:PATH")
+    return (_as_nchw(train.data), torch.as_tensor(train.targets), _as_nchw(test.data), torch.as_tensor(test.targets))
+
+
+def load_images(name, data_dir, seed):
+    """digits (sklearn, offline), mnist, cifar10, cifar100 (torchvision) or npz:PATH → dict of tensors."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        digits = load_digits()
+        x = torch.as_tensor(digits.images * (255 / 16)).round().to(torch.uint8)[:, None]  # (1797, 1, 8, 8)
+        x_train, y_train, x_test, y_test = _split(x, torch.as_tensor(digits.target), seed)
+    elif name in ("mnist", "cifar10", "cifar100"):
+        x_train, y_train, x_test, y_test = _torchvision_images(name, data_dir)
+    elif name.startswith("npz:"):
+        path = name[4:]
+        if not os.path.isfile(path):
+            fail(f"--dataset {name}: no file {path!r}; an npz needs arrays x (N,H,W[,C] uint8) and y")
+        arrays = np.load(path)
+        if "x" not in arrays or "y" not in arrays:
+            fail(f"{path} must hold arrays 'x' (uint8, (N,H,W) or (N,H,W,C)) and 'y' (integers); "
+                 f"it holds {sorted(arrays.files)}")
+        x, y = _as_nchw(arrays["x"]), torch.as_tensor(arrays["y"]).long()
+        if "x_test" in arrays:
+            x_train, y_train, x_test, y_test = x, y, _as_nchw(arrays["x_test"]), torch.as_tensor(arrays["y_test"])
+        else:
+            x_train, y_train, x_test, y_test = _split(x, y, seed)
+    else:
+        fail(f"unknown --dataset {name!r}; allowed: digits, mnist, cifar10, cifar100, npz:PATH")
+    return dict(x_train=x_train.to(torch.uint8), y_train=y_train.long(), x_test=x_test.to(torch.uint8),
+                y_test=y_test.long(), num_classes=int(max(y_train.max(), y_test.max())) + 1)
+
+
+def random_shift(x, max_shift, generator=None):
+    """Translate each image by up to ±max_shift pixels, zero padding: (N, C, H, W) -> same."""
+    N, _, H, W = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (N, 2), generator=generator, device=x.device)
+    theta = torch.zeros(N, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * shifts[:, 0] / W, 2 * shifts[:, 1] / H
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training-loop skeleton: timing, NaN check, evaluation cadence, atomic checkpoints, --resume
+# ----------------------------------------------------------------------------------------------
+
+def cosine_lr(progress, warmup, lr, min_lr):
+    """Linear warm-up over the first `warmup` fraction, then cosine decay from lr to min_lr."""
+    if progress < warmup:
+        return lr * (progress + 1e-9) / warmup
+    t = (progress - warmup) / max(1e-9, 1 - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def adamw(module, cfg):
+    """AdamW on a module's parameters at the config's peak learning rate and weight decay."""
+    return torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg, progress):
+    """The config's schedule at `progress` in [0, 1]: warm-up, then cosine decay from --lr to --min-lr."""
+    return cosine_lr(progress, cfg.warmup, cfg.lr, cfg.min_lr)
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, then rename: a killed run never leaves a half-written file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _get_state(obj):
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _set_state(obj, state):
+    obj.set_state(state) if isinstance(obj, torch.Generator) else obj.load_state_dict(state)
+
+
+def train_loop(step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, resume, desc,
+               layers_per_iter):
+    """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on NaN.
+
+    Only `step` is timed (data preparation is not). `state` maps names to models, optimizers and
+    generators; it is saved with the iteration, the learning curve and the training time.
+    """
+    stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
+    if resume and os.path.exists(ckpt_path):
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        for name, obj in state.items():
+            _set_state(obj, saved["state"][name])
+        stats = saved["stats"]
+        print(f"resumed {ckpt_path} at iteration {stats['iter']}")
+
+    def checkpoint():
+        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "stats": stats}, ckpt_path)
+
+    bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
+    for it in bar:
+        batch = get_batch(it)
+        t0 = time.perf_counter()
+        loss = float(step(it, batch))  # float() waits for the device, so the time below is the step's
+        stats["train_seconds"] += time.perf_counter() - t0
+        stats["iter"] = it + 1
+        if not math.isfinite(loss):
+            checkpoint()
+            fail(f"loss became {loss} at iteration {it} ({desc}); checkpoint saved to {ckpt_path}. "
+                 "Try a lower --lr.", status=1)
+        stats["losses"].append(loss)
+        if stats["iter"] % eval_every == 0 or stats["iter"] == iters:
+            metrics = evaluate()
+            stats["curve"].append({"iter": stats["iter"], "layer_updates": stats["iter"] * layers_per_iter,
+                                   "train_seconds": stats["train_seconds"], **metrics})
+            bar.set_postfix(loss=f"{np.mean(stats['losses'][-eval_every:]):.4f}", **metrics)
+        if stats["iter"] % ckpt_every == 0 or stats["iter"] == iters:
+            checkpoint()
+    bar.close()
+    return stats
+
+
+class Many:
+    """A list of optimizers (one per block) checkpointed as one object."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def state_dict(self):
+        return [item.state_dict() for item in self.items]
+
+    def load_state_dict(self, states):
+        for item, state in zip(self.items, states):
+            item.load_state_dict(state)
+
+
+def measure_memory(module, optimizer, step, trained=lambda module, optimizer: (module.parameters(), optimizer)):
+    """Training memory of step(module, optimizer), on deep copies so the run is untouched (db.training_memory).
+
+    `trained(module, optimizer)` picks the parameters and the optimizer that the step trains.
+    """
+    module, optimizer = copy.deepcopy((module, optimizer))
+    return db.training_memory(lambda: step(module, optimizer), *trained(module, optimizer))
+
+
+def measure_blocks(model, optimizers, step, blocks):
+    """Training memory of step(model, optimizers, b) for each block b trained; the largest is the run's figure."""
+    per_block = [measure_memory(model, optimizers, lambda m, o, b=b: step(m, o, b),
+                                trained=lambda m, o, b=b: (m.blocks[b].parameters(), o[b])) for b in blocks]
+    return max(per_block, key=lambda m: m["total"]), per_block
+
+
+def describe_blocks(cfg, model, split, iters):
+    """One line: blocks, layers, parameters, γ, partition boundaries and the compute-matched iterations."""
+    return (f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, "
+            f"{[count_params(b) for b in model.blocks]} parameters, γ={cfg.gamma}, {cfg.partition} "
+            f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}; {iters} one-block iterations "
+            f"(= {cfg.steps} per block, compute-matched)")
+
+
+def save_block(cfg, model, memory, stats, iters):
+    """--block b: save block b alone to --out/block<b>.pt, with its memory and time, for --assemble."""
+    save_atomic({"block": model.blocks[cfg.block].state_dict(), "memory": memory,
+                 "seconds_per_iter": stats["train_seconds"] / iters, "iters": iters,
+                 "train_seconds": stats["train_seconds"], "config": dataclasses.asdict(cfg)},
+                os.path.join(cfg.out, f"block{cfg.block}.pt"))
+    print(f"saved block {cfg.block} to {cfg.out}/block{cfg.block}.pt; "
+          f"when every block is trained: --method diffusionblocks --assemble --out {cfg.out}")
+
+
+def assemble(cfg, script, headline, model, evaluate, device):
+    """--assemble: load block b from --out/block<b>.pt (each trained in its own process) and evaluate."""
+    paths = [os.path.join(cfg.out, f"block{b}.pt") for b in range(cfg.blocks)]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        fail(f"--assemble needs every block file; missing {missing}. Train each with "
+             f"--method diffusionblocks --block b --out {cfg.out}")
+    saved = [torch.load(p, map_location=device, weights_only=False) for p in paths]
+    for block, s in zip(model.blocks, saved):
+        block.load_state_dict(s["block"])
+    memory = max((s["memory"] for s in saved), key=lambda m: m["total"])
+    result = {**evaluate(model), "train_memory_bytes": memory["total"], "train_memory": memory,
+              "seconds_per_iter": sum(s["train_seconds"] for s in saved) / sum(s["iters"] for s in saved),
+              "iters": sum(s["iters"] for s in saved), "train_seconds": sum(s["train_seconds"] for s in saved),
+              "blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition}
+    metrics = write_metrics(cfg, script, "assembled", result, device)
+    print_table(metrics["methods"], headline)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics, comparison table, plots
+# ----------------------------------------------------------------------------------------------
+
+def write_metrics(cfg, script, method, result, device):
+    """Merge one method's result into --out/metrics.json (see SCRIPTS.md for the layout)."""
+    path = os.path.join(cfg.out, "metrics.json")
+    metrics = {"methods": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()}
+    metrics.update(script=script, dataset=cfg.dataset, preset=cfg.preset, seed=cfg.seed, device=str(device),
+                   torch=torch.__version__, config=config)
+    metrics["methods"][method] = result
+    os.makedirs(cfg.out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=1)
+    return metrics
+
+
+def method_result(stats, memory, extra):
+    """One method's entry of metrics.json: last evaluation, training memory and time, extras, learning curve."""
+    return {**stats["curve"][-1], "train_memory_bytes": memory["total"], "train_memory": memory,
+            "seconds_per_iter": stats["train_seconds"] / stats["iter"], "iters": stats["iter"],
+            "train_seconds": stats["train_seconds"], **extra, "curve": stats["curve"]}
+
+
+def mib(n):
+    return n / 2 ** 20
+
+
+def print_table(methods, headline):
+    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time."""
+    base = methods.get("backprop", {})
+    rows = [f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
+            f"{'time ratio':>10} {'iters':>7} {'train s':>8}"]
+    for name, r in methods.items():
+        memory = _mean(r["train_memory_bytes"])
+        mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
+        time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
+        rows.append(f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
+                    f"{mem_ratio:>8.2f}x {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10.3f} "
+                    f"{_fmt(r['iters']):>7} {_fmt(r['train_seconds']):>8}")
+    print("\n".join(rows))
+
+
+def _mean(v):
+    return v["mean"] if isinstance(v, dict) else v  # a mean ± std over seeds, or one run's value
+
+
+def _fmt(v):
+    if isinstance(v, dict):  # mean ± std over seeds
+        return f"{v['mean']:.4g}±{v['std']:.2g}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def summarize_seeds(runs, out):
+    """Mean ± std (sample std) of every numeric per-method value over the seeds' metrics.json files."""
+    methods = {}
+    for name in runs[0]["methods"]:
+        methods[name] = {}
+        for key, value in runs[0]["methods"][name].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = [r["methods"][name][key] for r in runs]
+                methods[name][key] = {"mean": float(np.mean(values)),
+                                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                                      "values": values}
+    summary = {k: v for k, v in runs[0].items() if k not in ("methods", "seed")}
+    summary.update(seeds=[r["seed"] for r in runs], methods=methods)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def plot_comparison(methods, headline, out, x_key="layer_updates", x_label="layer updates (iterations × layers trained)"):
+    """Learning curves of every method on one axis, and stacked bars of the training memory per step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in methods.items():
+        curve = r.get("curve", [])  # an assembled model has no learning curve
+        ax1.plot([c[x_key] for c in curve], [c[headline] for c in curve], marker=".", label=name)
+    ax1.set_xlabel(x_label)
+    ax1.set_ylabel(headline)
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    bottom = np.zeros(len(methods))
+    for part in ("parameters", "gradients", "optimizer_state", "activations"):
+        heights = np.array([mib(r["train_memory"][part]) for r in methods.values()])
+        ax2.bar(list(methods), heights, bottom=bottom, label=part)
+        bottom += heights
+    ax2.set_ylabel("training memory per step (MiB)")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "comparison.png"), dpi=120)
+    plt.close(fig)
+
+
+def run_seeds(main, cfg, headline):
+    """--seeds 0,1,2: run main(cfg) per seed into --out/seed<s>, then write and print mean ± std."""
+    if not cfg.seeds:
+        return main(cfg)
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",")]
+    except ValueError:
+        fail(f"--seeds must be comma-separated integers like 0,1,2, got {cfg.seeds!r}")
+    runs = []
+    for seed in seeds:
+        runs.append(main(dataclasses.replace(cfg, seed=seed, seeds="", out=os.path.join(cfg.out, f"seed{seed}"))))
+    summary = summarize_seeds(runs, cfg.out)
+    print(f"\nmean ± std over seeds {seeds} ({cfg.out}/summary.json):")
+    print_table(summary["methods"], headline)
+    return summary

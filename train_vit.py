@@ -1,0 +1,278 @@
+"""ViT classification trained block-wise with DiffusionBlocks, beside end-to-end backprop and a
+local-objective baseline (DiffusionBlocks §4.1: CIFAR-100, 12 layers, B=3, 60.25 % → 59.30 %).
+
+  python train_vit.py                                   # all methods on bundled digits, CPU, minutes
+  python train_vit.py --method diffusionblocks --block 1 --out runs/vit   # block 1 alone (own process)
+  python train_vit.py --method diffusionblocks --assemble --out runs/vit  # evaluate the saved blocks
+  python train_vit.py --preset paper                    # CIFAR-100, one GPU
+
+Backprop: patch embedding, position embeddings, L AdaLN-Zero layers (condition: a learned vector),
+a final layer on the CLS token, cross-entropy. DiffusionBlocks: B independent ViTs of L/B layers,
+each with its own patch embedding and head; the first token carries the noisy label embedding c_in·z,
+σ enters every layer through AdaLN, the target is a fixed label embedding, the loss λ(σ)·CE; inference
+is B Euler steps, one per block, then the argmax of the last logits. Local: the same B pieces trained
+greedily, one after another, each with its own head on the frozen features of the previous ones.
+"""
+import dataclasses
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+import diffusionblocks as db
+
+METHODS = ["backprop", "diffusionblocks", "local"]
+
+
+@dataclasses.dataclass
+class Config(common.BaseConfig):
+    layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
+    width: int = common.option(64, "model width (CPU-sized; paper: 128)")
+    heads: int = common.option(4, "attention heads (paper: 4)")
+    patch: int = common.option(2, "patch size in pixels (CPU-sized for 8×8 digits; paper: 4)")
+    steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
+    batch_size: int = common.option(128, "batch size (paper: 128)")
+    lr: float = common.option(2e-3, "peak AdamW learning rate (CPU-sized; paper: 5e-4)")
+    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay (paper code: 5e-5)")
+    warmup: float = common.option(0.05, "warm-up fraction of the iterations (paper: 10 epochs)")
+    weight_decay: float = common.option(0.05, "AdamW weight decay")
+    augment: str = common.option("shift", "augmentation: random shifts (and flips on CIFAR), or "
+                                 "RandAugment + flip + crop (paper)", ["none", "shift", "randaug"])
+    eval_every: int = common.option(250, "iterations between test evaluations (learning curves)")
+
+
+PRESETS = {
+    "smoke": dict(layers=3, width=32, steps=30, batch_size=32, eval_every=15, ckpt_every=15),
+    "cpu": {},
+    "paper": dict(dataset="cifar100", layers=12, width=128, heads=4, patch=4, blocks=3, gamma=0.05,
+                  batch_size=128, lr=5e-4, min_lr=5e-5, steps=390 * 1000, warmup=0.01, augment="randaug",
+                  eval_every=3900, ckpt_every=3900),  # official code: 1000 epochs, 3900 warm-up steps
+}
+
+
+class ViT(nn.Module):
+    """Patch embedding → L AdaLN-Zero layers → final layer on the first token (DiT layers, ViT readout).
+
+    As a plain classifier the first token is a learned CLS and the AdaLN condition a learned vector.
+    As a DiffusionBlocks block (`label_dim` set) the first token carries the noisy label c_in·z and the
+    condition is the σ embedding. Without a stem (`stem=False`, local baseline) it takes tokens.
+    """
+
+    def __init__(self, image_size, channels, patch, width, depth, heads, num_classes, label_dim=None, stem=True):
+        super().__init__()
+        tokens = (image_size // patch) ** 2 + 1
+        self.patch_embed = nn.Conv2d(channels, width, patch, stride=patch) if stem else None
+        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, width)) if stem else None
+        if label_dim:
+            self.label_in = nn.Linear(label_dim, width)
+            self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+        else:
+            self.cls = nn.Parameter(torch.zeros(1, 1, width)) if stem else None
+            self.cond = nn.Parameter(torch.zeros(1, width))
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
+        self.final = db.FinalLayer(width, num_classes)
+
+    def features(self, z_in, c_noise, x):
+        """x: images (N, C, H, W), or tokens (N, T+1, D) without a stem → tokens and the AdaLN condition."""
+        if self.patch_embed is None:
+            h = x
+        else:
+            patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, T, D)
+            first = self.cls.expand(len(x), -1, -1) if z_in is None else self.label_in(z_in)[:, None]
+            h = torch.cat([first, patches], dim=1) + self.pos  # (N, T+1, D)
+        if c_noise is None:
+            c = self.cond.expand(len(h), -1)
+        else:
+            c = self.sigma_mlp(db.sigma_embedding(c_noise, 256))  # (N, D)
+        for layer in self.layers:
+            h = layer(h, c)
+        return h, c
+
+    def forward(self, z_in, c_noise, x):
+        h, c = self.features(z_in, c_noise, x)
+        return self.final(h[:, :1], c)[:, 0]  # (N, classes)
+
+
+def main(cfg):
+    device = common.pick_device(cfg.device)
+    common.seed_everything(cfg.seed)
+    data = common.load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    _, C, H, W = data["x_train"].shape
+    if H != W or H % cfg.patch:
+        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
+    try:
+        split = db.split_layers(cfg.layers, cfg.blocks)
+    except ValueError as e:
+        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
+    if cfg.width % cfg.heads:
+        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
+    K = data["num_classes"]
+    mean = data["x_train"].float().mean((0, 2, 3), keepdim=True)
+    std = data["x_train"].float().std((0, 2, 3), keepdim=True)
+    normalize = lambda x: ((x.float() - mean.to(x.device)) / std.to(x.device))  # noqa: E731
+    x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
+    x_test, y_test = normalize(data["x_test"].to(device)), data["y_test"].to(device)
+    flips = cfg.dataset.startswith("cifar")
+    if cfg.augment == "randaug":
+        import torchvision.transforms.v2 as T  # paper preset only: torchvision's RandAugment
+        randaug = T.RandAugment()
+    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
+          f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} test images {C}×{H}×{W}, {K} classes")
+
+    def get_batch(it, gen):
+        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
+        x, y = x_train[idx], y_train[idx]
+        if cfg.augment == "randaug":
+            x = torch.stack([randaug(img) for img in x.cpu()]).to(device)
+        x = normalize(x)
+        if cfg.augment != "none":
+            x = common.random_shift(x, max(1, H // 8))
+            if flips:
+                x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+        return x, y
+
+    def new_vit(depth, **kw):
+        return ViT(H, C, cfg.patch, cfg.width, depth, cfg.heads, K, **kw).to(device)
+
+    def accuracy(predict):
+        with torch.no_grad(), common.autocast(device):
+            correct = sum((predict(x_test[i:i + 500]).argmax(-1) == y_test[i:i + 500]).sum().item()
+                          for i in range(0, len(x_test), 500))
+        return {"test_acc": correct / len(x_test)}
+
+    label_dim = cfg.width  # the fixed label embedding lives in R^width
+
+    def new_diffusionblocks():
+        return db.DiffusionBlocks([new_vit(d, label_dim=label_dim) for d in split],
+                                  embedding=db.target_embedding(K, label_dim, seed=cfg.seed),
+                                  gamma=cfg.gamma, partition=cfg.partition).to(device)
+
+    def chain_accuracy(model):  # B Euler steps on the block boundaries: one call per block (§4)
+        grid, g = model.sigmas.flip(0), torch.Generator(device).manual_seed(cfg.seed)
+        return accuracy(lambda x: model.predict(x, (len(x), label_dim), grid, generator=g, device=device))
+
+    if cfg.assemble:
+        return common.assemble(cfg, "train_vit.py", "test_acc", new_diffusionblocks(), chain_accuracy, device)
+
+    methods = METHODS if cfg.method == "all" else [cfg.method]
+    results = {}
+    for method in methods:
+        common.seed_everything(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        run_dir = os.path.join(cfg.out, method)
+        ckpt = os.path.join(run_dir, "ckpt.pt")
+        batch = lambda it: get_batch(it, gen)  # noqa: E731
+
+        if method == "backprop":
+            model = new_vit(cfg.layers)
+            opt = common.adamw(model, cfg)
+
+            def ce_step(m, o, x, y):
+                with common.autocast(device):
+                    loss = F.cross_entropy(m(None, None, x).float(), y)
+                o.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                o.step()
+                return loss.detach()
+
+            def step(it, xy):
+                common.set_lr(opt, common.lr_at(cfg, it / cfg.steps))
+                return ce_step(model, opt, *xy)
+
+            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
+            memory = common.measure_memory(model, opt, lambda m, o: ce_step(m, o, x0, y0))
+            print(f"backprop: {common.count_params(model):,} parameters, {cfg.steps} iterations of {cfg.layers} layers")
+            stats = common.train_loop(step, batch, cfg.steps, {"model": model, "opt": opt, "gen": gen}, ckpt,
+                                      lambda: accuracy(lambda x: model(None, None, x)), cfg.eval_every,
+                                      cfg.ckpt_every, cfg.resume, "backprop", cfg.layers)
+            extra = {}
+
+        elif method == "diffusionblocks":
+            model = new_diffusionblocks()
+            opts = [common.adamw(block, cfg) for block in model.blocks]
+            noise_gen = torch.Generator(device).manual_seed(cfg.seed)
+            trained = range(cfg.blocks) if cfg.block < 0 else [cfg.block]
+            iters = cfg.steps * len(trained)  # compute matching: every block gets N updates
+
+            def db_step(m, o, x, y, b, g=None):
+                with common.autocast(device):
+                    return m.train_step(x, y, o, block=b, generator=g)[1]
+
+            def step(it, xy):
+                b = int(torch.randint(cfg.blocks, (1,), generator=gen)) if cfg.block < 0 else cfg.block
+                common.set_lr(opts[b], common.lr_at(cfg, it / iters))
+                return db_step(model, opts, *xy, b, noise_gen)
+
+            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
+            memory, per_block = common.measure_blocks(model, opts, lambda m, o, b: db_step(m, o, x0, y0, b), trained)
+            print(common.describe_blocks(cfg, model, split, iters))
+            if cfg.block >= 0:
+                ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt")
+            evaluate_fn = (lambda: {}) if cfg.block >= 0 else (lambda: chain_accuracy(model))
+            stats = common.train_loop(step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen,
+                                                           "noise": noise_gen}, ckpt, evaluate_fn, cfg.eval_every,
+                                      cfg.ckpt_every, cfg.resume, f"diffusionblocks{'' if cfg.block < 0 else cfg.block}",
+                                      cfg.layers / cfg.blocks)
+            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition,
+                     "layers_per_block": split, "train_memory_per_block": per_block}
+            if cfg.block >= 0:  # this block alone, in its own process: save it, evaluate later with --assemble
+                common.save_block(cfg, model, memory, stats, iters)
+                return None
+
+        else:  # local: block b trained greedily on the frozen features of blocks < b, its own head, no noise
+            pieces = [new_vit(d, stem=(b == 0)) for b, d in enumerate(split)]
+            opts = [common.adamw(p, cfg) for p in pieces]
+            iters = cfg.steps * cfg.blocks
+
+            def frozen_features(x, b):
+                with torch.no_grad(), common.autocast(device):
+                    h = x
+                    for piece in pieces[:b]:
+                        h = piece.features(None, None, h)[0]
+                return h
+
+            def local_step(piece, o, x, y):
+                with common.autocast(device):
+                    loss = F.cross_entropy(piece(None, None, x).float(), y)
+                o.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(piece.parameters(), 1.0)
+                o.step()
+                return loss.detach()
+
+            current = [0]  # the piece in training: the learning curve reads its head
+
+            def step(it, xy):
+                b, x = it // cfg.steps, xy[0]
+                current[0] = b
+                common.set_lr(opts[b], common.lr_at(cfg, (it % cfg.steps) / cfg.steps))
+                return local_step(pieces[b], opts[b], frozen_features(x, b), xy[1])
+
+            def predict(x):
+                return pieces[current[0]](None, None, frozen_features(x, current[0]))
+
+            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
+            per_block = [common.measure_memory(pieces[b], opts[b], lambda m, o, b=b: local_step(
+                m, o, frozen_features(x0, b), y0)) for b in range(cfg.blocks)]
+            memory = max(per_block, key=lambda m: m["total"])
+            print(f"local: {cfg.blocks} pieces of {split} layers trained one after another, {cfg.steps} iterations each")
+            model = nn.ModuleList(pieces)
+            stats = common.train_loop(step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen}, ckpt,
+                                      lambda: accuracy(predict), cfg.eval_every, cfg.ckpt_every, cfg.resume,
+                                      "local", cfg.layers / cfg.blocks)
+            extra = {"blocks": cfg.blocks, "train_memory_per_block": per_block,  # the frozen pieces also sit in memory:
+                     "frozen_parameter_bytes": sum(p.nbytes for piece in pieces[:-1] for p in piece.parameters())}
+
+        results[method] = common.method_result(stats, memory, extra)
+        metrics = common.write_metrics(cfg, "train_vit.py", method, results[method], device)
+
+    common.print_table({k: v for k, v in metrics["methods"].items()}, "test_acc")
+    common.plot_comparison(metrics["methods"], "test_acc", cfg.out)
+    return metrics
+
+
+if __name__ == "__main__":
+    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS), "test_acc")
