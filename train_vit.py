@@ -149,8 +149,8 @@ def main(cfg):
                                   embedding=db.target_embedding(K, label_dim, seed=cfg.seed),
                                   gamma=cfg.gamma, partition=cfg.partition).to(device)
 
-    def chain_accuracy(model):  # B Euler steps on the block boundaries: one call per block (§4)
-        grid, g = model.sigmas.flip(0), torch.Generator(device).manual_seed(cfg.seed)
+    def chain_accuracy(model, calls=cfg.blocks):  # Euler steps on the block boundaries: one call per block (§4)
+        grid, g = model.sigmas.flip(0)[:calls + 1], torch.Generator(device).manual_seed(cfg.seed)
         return accuracy(lambda x: model.predict(x, (len(x), label_dim), grid, generator=g, device=device))
 
     if cfg.assemble:
@@ -216,11 +216,13 @@ def main(cfg):
                                                            "noise": noise_gen}, ckpt, evaluate_fn, cfg.eval_every,
                                       cfg.ckpt_every, cfg.resume, f"diffusionblocks{'' if cfg.block < 0 else cfg.block}",
                                       cfg.layers / cfg.blocks)
-            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition,
-                     "layers_per_block": split, "train_memory_per_block": per_block}
             if cfg.block >= 0:  # this block alone, in its own process: save it, evaluate later with --assemble
                 common.save_block(cfg, model, memory, stats, iters)
                 return None
+            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition,
+                     "layers_per_block": split, "train_memory_per_block": per_block,
+                     # accuracy of the logits after the first k calls of the chain: where it gains or loses
+                     "test_acc_per_step": [chain_accuracy(model, k)["test_acc"] for k in range(1, cfg.blocks + 1)]}
 
         else:  # local: block b trained greedily on the frozen features of blocks < b, its own head, no noise
             pieces = [new_vit(d, stem=(b == 0)) for b, d in enumerate(split)]
