@@ -142,6 +142,15 @@ def main(cfg):
                           for i in range(0, len(x_test), 500))
         return {"test_acc": correct / len(x_test)}
 
+    def ce_step(m, o, x, y):  # one cross-entropy step of a classifier (backprop, or a local piece)
+        with common.autocast(device):
+            loss = F.cross_entropy(m(None, None, x).float(), y)
+        o.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        o.step()
+        return loss.detach()
+
     label_dim = cfg.width  # the fixed label embedding lives in R^width
 
     def new_diffusionblocks():
@@ -168,15 +177,6 @@ def main(cfg):
         if method == "backprop":
             model = new_vit(cfg.layers)
             opt = common.adamw(model, cfg)
-
-            def ce_step(m, o, x, y):
-                with common.autocast(device):
-                    loss = F.cross_entropy(m(None, None, x).float(), y)
-                o.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-                o.step()
-                return loss.detach()
 
             def step(it, xy):
                 common.set_lr(opt, common.lr_at(cfg, it / cfg.steps))
@@ -236,28 +236,19 @@ def main(cfg):
                         h = piece.features(None, None, h)[0]
                 return h
 
-            def local_step(piece, o, x, y):
-                with common.autocast(device):
-                    loss = F.cross_entropy(piece(None, None, x).float(), y)
-                o.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(piece.parameters(), 1.0)
-                o.step()
-                return loss.detach()
-
             current = [0]  # the piece in training: the learning curve reads its head
 
             def step(it, xy):
                 b, x = it // cfg.steps, xy[0]
                 current[0] = b
                 common.set_lr(opts[b], common.lr_at(cfg, (it % cfg.steps) / cfg.steps))
-                return local_step(pieces[b], opts[b], frozen_features(x, b), xy[1])
+                return ce_step(pieces[b], opts[b], frozen_features(x, b), xy[1])
 
             def predict(x):
                 return pieces[current[0]](None, None, frozen_features(x, current[0]))
 
             x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-            per_block = [common.measure_memory(pieces[b], opts[b], lambda m, o, b=b: local_step(
+            per_block = [common.measure_memory(pieces[b], opts[b], lambda m, o, b=b: ce_step(
                 m, o, frozen_features(x0, b), y0)) for b in range(cfg.blocks)]
             memory = max(per_block, key=lambda m: m["total"])
             print(f"local: {cfg.blocks} pieces of {split} layers trained one after another, {cfg.steps} iterations each")
