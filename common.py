@@ -398,8 +398,10 @@ def print_table(methods, headline):
         memory = _mean(r["train_memory_bytes"])
         mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
         time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
+        mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a backprop run beside
+        time_ratio = f"{time_ratio:.3f}" if base else "-"
         rows.append(f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
-                    f"{mem_ratio:>8.2f}x {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10.3f} "
+                    f"{mem_ratio:>9} {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10} "
                     f"{_fmt(r['iters']):>7} {_fmt(r['train_seconds']):>8}")
     print("\n".join(rows))
 
