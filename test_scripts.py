@@ -35,6 +35,22 @@ def test_dit_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     assert (out / "samples.png").exists() and (out / "comparison.png").exists()
 
 
+def test_dit_ablation_runs_every_block_count_and_both_partitions(tmp_path):
+    result = run_script("train_dit.py", "--preset", "smoke", "--ablation", "--layers", "6", "--out", str(tmp_path),
+                        "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads((tmp_path / "ablation.json").read_text())["methods"]
+    assert {(r["blocks"], r["partition"]) for r in runs.values()} == {
+        (1, "equiprob"), (2, "equiprob"), (3, "equiprob"), (4, "equiprob"), (6, "equiprob"), (3, "uniform")}
+    for r in runs.values():  # γ = 0; each of the 6 smoke sampling steps runs one block of 6/B layers, twice (guidance)
+        assert r["gamma"] == 0.0 and math.isfinite(r["fid"])
+        if 6 % r["blocks"] == 0:  # equal blocks, equal share of the steps
+            assert r["layer_evals_per_sample"] == 6 * 2 * (6 // r["blocks"])
+        else:  # B = 4: blocks of 2, 2, 1, 1 layers
+            assert 6 * 2 * 1 < r["layer_evals_per_sample"] < 6 * 2 * 2
+    assert (tmp_path / "ablation.png").exists()
+
+
 def test_dit_bad_patch_is_a_one_line_error_with_status_2(tmp_path):
     result = run_script("train_dit.py", "--preset", "smoke", "--patch", "3", "--out", str(tmp_path))
     assert result.returncode == 2

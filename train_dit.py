@@ -17,6 +17,7 @@ steps on the equal-CDF grid, the same noise for both methods.
 `fid` is NOT Inception FID: it is the Fréchet distance between generated samples and the test images
 in the pooled features of a small CNN classifier trained here on the training split (cached under
 --data-dir). It is comparable only between runs of this project on the same dataset and split.
+`--fid inception` uses the Inception-v3 features of standard FID instead (torch-fidelity, weights downloaded).
 """
 import dataclasses
 import json
@@ -35,6 +36,8 @@ import diffusionblocks as db
 METHODS = ["backprop", "diffusionblocks"]
 PAPER_FID = {"blocks": {1: 39.83, 2: 35.47, 3: 38.03, 4: 45.43, 6: 53.32},  # CIFAR-10, γ = 0
              "partition": {"uniform": 43.53, "equiprob": 38.03}}            # B = 3, γ = 0
+FID_FEATURES = {"classifier": "small CNN, NOT Inception",
+                "inception": "Inception-v3 (torch-fidelity)"}
 ABLATION = [(1, "equiprob"), (2, "equiprob"), (3, "equiprob"), (4, "equiprob"), (6, "equiprob"), (3, "uniform")]
 
 
@@ -157,7 +160,27 @@ def feature_network(cfg, data, to_unit, device):
     net.eval().requires_grad_(False)
     print(f"fid features: a small CNN (test accuracy {saved['test_acc']:.3f}, {path}); "
           "this `fid` is NOT Inception FID and is comparable only within this project")
-    return net
+    return net.features  # (N, C, H, W) in [-1, 1] -> (N, 128)
+
+
+def inception_network(device):
+    """Inception-v3 pool features (2048) of torch-fidelity, the network of standard FID; weights by torch.hub."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError as e:
+        common.fail(f"--fid inception needs torch-fidelity and a working torchvision (pip install torch-fidelity): {e}")
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).to(device)
+    except Exception as e:  # the weights download (about 100 MB) failed: no internet, or a proxy
+        common.fail(f"--fid inception could not load the Inception weights ({e}); use --fid classifier offline")
+
+    def features(x):
+        """(N, C, H, W) in [-1, 1] -> (N, 2048); grey images repeated to RGB, resized to 299 inside."""
+        x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)[0]
+
+    print("fid features: Inception-v3 (torch-fidelity); with few test images this is not comparable to published FIDs")
+    return features
 
 
 def frechet_distance(a, b):
@@ -178,9 +201,6 @@ def frechet_distance(a, b):
 def main(cfg):
     device = common.pick_device(cfg.device)
     common.seed_everything(cfg.seed)
-    if cfg.fid == "inception":
-        common.fail("--fid inception needs the torch-fidelity package and its Inception weights, which this "
-                    "script does not install (pip install torch-fidelity); use --fid classifier")
     if cfg.ablation and (cfg.method != "all" or cfg.block >= 0 or cfg.assemble):
         common.fail("--ablation trains its own list of models; drop --method, --block and --assemble")
     if cfg.ablation and cfg.layers < max(b for b, _ in ABLATION):
@@ -206,9 +226,9 @@ def main(cfg):
     flips = cfg.dataset.startswith("cifar")
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
           f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} test images {C}×{H}×{W}, {K} classes")
-    features = feature_network(cfg, data, to_unit, device)
+    features = feature_network(cfg, data, to_unit, device) if cfg.fid == "classifier" else inception_network(device)
     with torch.no_grad():
-        test_features = torch.cat([features.features(x.to(device)) for x in x_test.split(1000)]).cpu()
+        test_features = torch.cat([features(x.to(device)) for x in x_test.split(1000)]).cpu()
 
     def get_batch(it, gen):
         """(labels with 10 % replaced by the null class, images in [-1, 1]); random flips on CIFAR."""
@@ -269,11 +289,11 @@ def main(cfg):
         seconds = time.perf_counter() - t0
         samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
         with torch.no_grad():
-            sample_features = torch.cat([features.features(x.to(device)) for x in samples.split(1000)]).cpu()
+            sample_features = torch.cat([features(x.to(device)) for x in samples.split(1000)]).cpu()
         per_class = min(8, cfg.fid_samples // K)
         grid = samples[:per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, C, H, W)
         common.save_atomic(grid, os.path.join(run_dir, "samples.pt"))
-        return {"fid": frechet_distance(sample_features, test_features), "fid_features": "small CNN, NOT Inception",
+        return {"fid": frechet_distance(sample_features, test_features), "fid_features": FID_FEATURES[cfg.fid],
                 "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
 
     def db_step(m, o, labels, images, b, g=None):
@@ -333,7 +353,7 @@ def main(cfg):
         if result is None:
             return None
         metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
-    print("fid: Fréchet distance in a small CNN's features, NOT Inception FID (comparable only within this project)")
+    print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
         print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling {r['layer_evals_per_sample']} "
@@ -378,7 +398,7 @@ def ablation(cfg, train):
                     f"{r['test_denoise_loss']:>17.4f} {r['layer_evals_per_sample']:>11} "
                     f"{r['sample_seconds_per_image'] * 1e3:>9.3g}")
     table = "\n".join(rows)
-    print("fid: small-CNN features, NOT Inception FID; paper FID: CIFAR-10, Inception\n" + table)
+    print(f"fid features: {FID_FEATURES[cfg.fid]}; paper FID: CIFAR-10, Inception\n" + table)
     with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
         f.write(table + "\n")
     result = {"script": "train_dit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
@@ -399,9 +419,10 @@ def plot_ablation(runs, out):
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     sweep = [r for r in runs.values() if r["partition"] == "equiprob"]
-    ax1.plot([r["blocks"] for r in sweep], [r["fid"] for r in sweep], marker="o", label="ours (small-CNN fid)")
+    ours_label = f"fid ({sweep[0]['fid_features']})"
+    ax1.plot([r["blocks"] for r in sweep], [r["fid"] for r in sweep], marker="o", label="ours")
     ax1.set_xlabel("blocks B (γ = 0, equiprob)")
-    ax1.set_ylabel("fid (small-CNN features, this project)")
+    ax1.set_ylabel(ours_label)
     paper_axis = ax1.twinx()
     paper_axis.plot(list(PAPER_FID["blocks"]), list(PAPER_FID["blocks"].values()), marker="s", color="tab:red",
                     linestyle="--", label="paper (CIFAR-10 Inception FID)")
@@ -410,8 +431,8 @@ def plot_ablation(runs, out):
     ours = [runs["B3-uniform"]["fid"], runs["B3-equiprob"]["fid"]]
     paper = [PAPER_FID["partition"]["uniform"], PAPER_FID["partition"]["equiprob"]]
     x = np.arange(2)
-    ax2.bar(x - 0.2, ours, 0.4, label="ours (small-CNN fid)")
-    ax2.set_ylabel("fid (small-CNN features, this project)")
+    ax2.bar(x - 0.2, ours, 0.4, label="ours")
+    ax2.set_ylabel(ours_label)
     paper_axis2 = ax2.twinx()
     paper_axis2.bar(x + 0.2, paper, 0.4, color="tab:red", alpha=0.6, label="paper (CIFAR-10 Inception FID)")
     paper_axis2.set_ylabel("paper FID (CIFAR-10)", color="tab:red")
