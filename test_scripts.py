@@ -116,3 +116,118 @@ def test_vit_resume_continues_from_the_checkpoint(tmp_path):
 def test_vit_more_blocks_than_layers_is_a_one_line_error(tmp_path):
     result = run_script("train_vit.py", "--preset", "smoke", "--blocks", "5", "--out", str(tmp_path))
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "layers" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# train_lm.py
+# ----------------------------------------------------------------------------------------------
+
+def _lm_smoke(model, out):
+    result = run_script("train_lm.py", "--model", model, "--preset", "smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    assert set(methods) == {"backprop", "diffusionblocks"}
+    bp, dbk = methods["backprop"], methods["diffusionblocks"]
+    assert dbk["iters"] == dbk["blocks"] * bp["iters"]  # compute matching: every block gets N updates
+    assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
+    for r in methods.values():
+        assert math.isfinite(r["gen_ppl"]) and r["gen_ppl"] >= 1 and r["samples"]
+    assert (out / "comparison.png").exists()
+    return methods
+
+
+def test_lm_mdm_smoke_writes_both_methods_with_finite_bpc(tmp_path):
+    methods = _lm_smoke("mdm", tmp_path)
+    for r in methods.values():  # a model no better than uniform scores about log2 V: far below 100 bits
+        assert 0 < r["test_bpc"] < 100 and abs(sum(r["test_bpc_per_block"]) - r["test_bpc"]) < 1e-9
+        assert len(r["test_bpc_per_block"]) == 3
+    assert (tmp_path / "bpc_per_block.png").exists()
+
+
+def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
+    methods = _lm_smoke("ar", tmp_path)
+    for r in methods.values():
+        assert 0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["test_ce"] > 0
+    assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1  # AR's paper values
+
+
+def test_lm_concat_mask_matches_brute_force():
+    """[noisy slots ; clean tokens]: a slot attends to itself and to clean tokens before its target position;
+    clean tokens are causal and never see a slot (Block Diffusion with block size 1)."""
+    sys.path.insert(0, HERE)
+    from train_lm import concat_mask
+    n = 5
+    for m in (n, 3, 1):  # training (a slot per position) and generation (the last position only)
+        tokens = [("noisy", n - m + 1 + k) for k in range(m)] + [("clean", j) for j in range(n)]
+        expected = torch.tensor([[(q == k) if q[0] == "noisy" and k[0] == "noisy" else
+                                  (k[0] == "clean" and k[1] < q[1]) if q[0] == "noisy" else
+                                  (k[0] == "clean" and k[1] <= q[1]) for k in tokens] for q in tokens])
+        assert torch.equal(concat_mask(n, m), expected), m
+
+
+def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
+    """Perturbing clean token j moves the logits of targets p > j only; perturbing slot p moves slot p only."""
+    sys.path.insert(0, HERE)
+    from train_lm import CausalLM
+    torch.manual_seed(0)
+    net = CausalLM(vocab=11, width=16, depth=2, heads=2, seq_len=6, target_dim=8)
+    with torch.no_grad():
+        for p in net.parameters():  # AdaLN-Zero starts as the identity with a zero head: wake every weight
+            p.normal_(0, 0.3)
+    x, z, c_noise = torch.randint(11, (1, 6)), torch.randn(1, 6, 8), torch.randn(1, 6)  # slots hold targets 1..6
+    out = net(z, c_noise, x)  # (1, 6, 11)
+    for j in range(6):
+        moved = net(z, c_noise, torch.cat([x[:, :j], (x[:, j:j + 1] + 1) % 11, x[:, j + 1:]], 1))
+        changed = (moved - out).abs().amax(-1)[0] > 1e-6  # (6,) per slot k, target position k + 1
+        assert changed.tolist() == [k + 1 > j for k in range(6)], j
+        z2 = z.clone()
+        z2[:, j] += 1
+        changed = (net(z2, c_noise, x) - out).abs().amax(-1)[0] > 1e-6
+        assert changed.tolist() == [k == j for k in range(6)], j
+
+
+def test_lm_mdm_elbo_of_the_uniform_model_is_log2_vocabulary():
+    """A predictor that outputs the uniform distribution over V characters costs exactly log2 V bits per character."""
+    sys.path.insert(0, HERE)
+    from train_lm import MaskedDenoiser, MaskedDiffusionBlocks, mdm_elbo_bits
+    V, N, n = 37, 16, 24
+    x = torch.randint(V, (N, n), generator=torch.Generator().manual_seed(0))
+    uniform = lambda z, t: torch.zeros(*z.shape, V)  # noqa: E731
+    bits = mdm_elbo_bits(uniform, x, V, 3, 5, torch.Generator().manual_seed(1))
+    assert abs(float(bits.sum()) / N - math.log2(V)) < 1e-6  # float32 cross-entropy
+    assert (bits > 0).all()  # every t slice gets draws
+    fresh = MaskedDiffusionBlocks([MaskedDenoiser(V, 16, 1, 2, n) for _ in range(3)])  # AdaLN-Zero: zero logits
+    bits = mdm_elbo_bits(fresh.logits, x, fresh.mask_id, 3, 5, torch.Generator().manual_seed(1))
+    assert abs(float(bits.sum()) / N - math.log2(V)) < 1e-5
+
+
+def test_lm_mdm_elbo_matches_quadrature_for_a_t_dependent_model():
+    """For logits = t·a (the same on every token), the ELBO is ∫₀¹ mean_i −log2 softmax(t·a)[x_i] dt (trapezoid rule)."""
+    sys.path.insert(0, HERE)
+    from train_lm import mdm_elbo_bits
+    V, N, n = 20, 64, 32
+    a = 4 * torch.randn(V, generator=torch.Generator().manual_seed(0))
+    x = torch.randint(V, (N, n), generator=torch.Generator().manual_seed(1))
+    model = lambda z, t: (t[:, None, None] * a).expand(*z.shape, V)  # noqa: E731
+    estimate = float(mdm_elbo_bits(model, x, V, 3, 32, torch.Generator().manual_seed(2)).sum()) / N
+    ts = torch.linspace(0, 1, 4001, dtype=torch.float64)
+    per_t = -torch.log_softmax(ts[:, None] * a.double(), -1)[:, x.flatten()].mean(1) / math.log(2)
+    assert abs(estimate - float(torch.trapezoid(per_t, ts))) < 0.02 * float(per_t.mean())
+
+
+def test_lm_ngram_judge_is_a_normalised_distribution():
+    """The judge's P(c | context) sums to 1 over the V characters, for seen and unseen contexts."""
+    sys.path.insert(0, HERE)
+    from train_lm import CharNgram
+    V = 7
+    train = torch.randint(V, (3000,), generator=torch.Generator().manual_seed(0)) % 4  # characters 4..6 unseen
+    judge = CharNgram(train, V, order=4)
+    contexts = torch.cat([train[:5].view(1, 5), torch.tensor([[6, 5, 4, 0, 1]])])  # seen, then never seen
+    for context in contexts:
+        seqs = torch.cat([context.expand(V, 5), torch.arange(V)[:, None]], 1)  # (V, 6): every next character
+        assert abs(float(judge.log_probs(seqs)[:, -1].exp().sum()) - 1) < 1e-12
+
+
+def test_lm_bad_model_is_an_error_with_status_2(tmp_path):
+    result = run_script("train_lm.py", "--preset", "smoke", "--model", "gru", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--model" in result.stderr

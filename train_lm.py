@@ -1,0 +1,643 @@
+"""Character-level language models trained block-wise with DiffusionBlocks, beside the same networks trained
+end-to-end (DiffusionBlocks §4.3: a masked-diffusion LM, MD4 on text8 with B=3, 1.56 → 1.45 bits per
+character; an autoregressive LM with B=4, γ=0.1, LM1B MAUVE 0.50 → 0.71).
+
+  python train_lm.py                                    # masked diffusion, both methods, bundled pydoc text, CPU
+  python train_lm.py --model ar                         # autoregressive, both methods
+  python train_lm.py --model ar --method diffusionblocks --block 1 --out runs/ar   # block 1 alone (own process)
+  python train_lm.py --model ar --method diffusionblocks --assemble --out runs/ar  # evaluate the saved blocks
+  python train_lm.py --model mdm --preset paper         # text8, one GPU (likewise --model ar)
+
+--model mdm: a bidirectional transformer x_θ(z_t, t), AdaLN-conditioned on t, with MD4's absorbing-mask
+forward process and linear schedule α(t) = 1 − t. Backprop is ONE network over all t ∈ [0, 1];
+DiffusionBlocks is B networks of L/B layers, block b owning t ∈ ((B−1−b)/B, (B−b)/B] (equal drops of α;
+block 0 the most masked), each trained alone on MD4's continuous-time ELBO restricted to its slice.
+`test_bpc` is the ELBO in bits per character on the test split, with the same Monte-Carlo draws for both
+methods, each draw scored by the block that owns its t. Samples: ancestral unmasking from all-mask.
+
+--model ar: a causal pre-norm transformer with learned positions (not RoPE: the layers are
+diffusionblocks.AdaLNZeroLayer as they are). Backprop: next-token cross-entropy, AdaLN condition a
+learned vector. DiffusionBlocks: B blocks, each a `db.DiffusionBlocks` denoiser of the next token's
+fixed embedding, noised with one σ per token; the input is [noisy slots ; clean tokens] with the mask of
+Block Diffusion (Arriola et al. 2025, block size 1). Generation: per token, B Euler steps (one per block)
+from σ_max, then greedy. `test_next_token_acc` / `test_ce` of DiffusionBlocks come from the last step's
+logits of that chain, its noise drawn from a generator seeded with --seed.
+
+`gen_ppl` (both models) is the perplexity of generated text under a judge that is neither compared
+model: an interpolated Witten–Bell character n-gram of the training split, the same for both methods.
+AR: continuations of held-out prompts; MDM: unconditional samples. text8 stands in for LM1B in the AR
+paper preset: LM1B needs a word-piece tokenizer, this script is character-level.
+"""
+import argparse
+import dataclasses
+import math
+import os
+import urllib.request
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+import diffusionblocks as db
+
+METHODS = ["backprop", "diffusionblocks"]
+MODELS = ["mdm", "ar"]
+T_MIN = 1e-3  # MDM training draws t ≥ T_MIN, MDLM's sampling_eps: the 1/t weight stays bounded
+UNK = "\ufffd"  # stands for characters of the validation/test text that the training split lacks
+
+
+@dataclasses.dataclass
+class Config(common.BaseConfig):
+    model: str = common.option("mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive (causal)", MODELS)
+    dataset: str = common.option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH")
+    layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
+    width: int = common.option(128, "model width (CPU-sized; paper: 768)")
+    heads: int = common.option(4, "attention heads (CPU-sized; paper: 12)")
+    seq_len: int = common.option(128, "characters per training sequence (CPU-sized; paper: 256)")
+    steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
+    batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
+    lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 3e-4)")
+    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
+    weight_decay: float = common.option(0.03, "AdamW weight decay (paper, MDM: 0.03)")
+    elbo_samples: int = common.option(8, "MDM: (t, mask) draws per test sequence of the ELBO estimate")
+    sample_steps: int = common.option(48, "MDM: ancestral unmasking steps (a multiple of B gives each block as many)")
+    gen_samples: int = common.option(32, "sequences generated and scored by the judge for gen_ppl")
+    gen_tokens: int = common.option(64, "AR: characters generated per held-out prompt of seq_len − gen_tokens")
+    temperature: float = common.option(0.0, "sampling temperature of AR generation; 0 = greedy (paper)")
+    judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
+    eval_sequences: int = common.option(256, "test sequences per evaluation; 0 = the whole test split")
+
+
+PRESETS = {  # per --model; a flag overrides any of these
+    "mdm": {
+        "smoke": dict(layers=3, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
+                      elbo_samples=2, sample_steps=6, gen_samples=4, eval_sequences=8),
+        "cpu": dict(blocks=3, gamma=0.05),
+        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=3, gamma=0.05,
+                      lr=3e-4, min_lr=3e-5, weight_decay=0.03, warmup=2000 / 100_000, eval_every=5000,
+                      ckpt_every=5000, eval_sequences=0, sample_steps=255,
+                      batch_size=256, steps=100_000),  # batch and steps: not in the paper, sized for one GPU
+    },
+    "ar": {
+        "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
+                      blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
+        "cpu": dict(layers=8, blocks=4, gamma=0.1),
+        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
+                      lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000,
+                      ckpt_every=5000, eval_sequences=0,
+                      batch_size=256, steps=100_000),  # batch, steps, weight decay: not in the paper
+    },
+}
+
+
+def parse_args(argv=None):
+    """Every script's flags; --model picks its presets first (MDM: B=3, γ=0.05; AR: B=4, γ=0.1, the paper's)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", choices=MODELS, default="mdm")
+    model = pre.parse_known_args(argv)[0].model
+    return common.parse_config(Config, PRESETS[model], METHODS, argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text: pydoc (offline), shakespeare, text8, txt:PATH → character ids with a vocabulary of the training split
+# ----------------------------------------------------------------------------------------------
+
+TEXT_URLS = {  # name: (URL, file name in --data-dir)
+    "shakespeare": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                    "tinyshakespeare.txt"),
+    "text8": ("http://mattmahoney.net/dc/text8.zip", "text8.zip")}
+
+
+def _download(name, data_dir):
+    """The file of a named corpus in --data-dir, downloaded from its usual URL if it is not there yet."""
+    url, filename = TEXT_URLS[name]
+    path = os.path.join(data_dir, filename)
+    if not os.path.exists(path):
+        os.makedirs(data_dir, exist_ok=True)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(path + ".tmp", "wb") as f:
+                f.write(response.read())
+        except Exception as e:  # noqa: BLE001  a failed download: say what to do
+            common.fail(f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: {e}). "
+                        f"Download it where you have internet, put it at {path} (or point --data-dir at its "
+                        "folder), or use --dataset txt:PATH")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def _encode(text, codes, unk):
+    """Characters → ids: the index of each code point in the sorted `codes`, `unk` for one not there."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    idx = np.searchsorted(codes, points).clip(max=len(codes) - 1)
+    return torch.from_numpy(np.where(codes[idx] == points, idx, unk).astype(np.int64))
+
+
+def load_text(name, data_dir, seed):
+    """pydoc, shakespeare, text8 or txt:PATH → dict of train/val/test id tensors and `chars` (id → character).
+
+    text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's `pydoc_data.topics`,
+    topics in a seeded order, then 90 / 5 / 5 % contiguous; shakespeare and txt:PATH: 90 / 5 / 5 % in order.
+    The vocabulary is the training split's characters, plus UNK if the other splits hold others.
+    """
+    if name == "pydoc":
+        from pydoc_data.topics import topics
+        order = torch.randperm(len(topics), generator=torch.Generator().manual_seed(seed)).tolist()
+        keys = sorted(topics)
+        text = "\n\n".join(topics[keys[i]] for i in order)
+    elif name == "shakespeare":
+        with open(_download(name, data_dir), encoding="utf-8") as f:
+            text = f.read()
+    elif name == "text8":
+        with zipfile.ZipFile(_download(name, data_dir)) as z:
+            text = z.read("text8").decode("ascii")
+    elif name.startswith("txt:"):
+        path = name[4:]
+        if not os.path.isfile(path):
+            common.fail(f"--dataset {name}: no file {path!r}; txt:PATH needs a UTF-8 text file")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    else:
+        common.fail(f"unknown --dataset {name!r}; allowed: pydoc, shakespeare, text8, txt:PATH")
+    if name == "text8":
+        train, val, test = text[:90_000_000], text[90_000_000:95_000_000], text[95_000_000:]
+    else:
+        a, b = int(0.9 * len(text)), int(0.95 * len(text))
+        train, val, test = text[:a], text[a:b], text[b:]
+    codes = np.unique(np.frombuffer(train.encode("utf-32-le"), dtype=np.uint32))
+    chars = [chr(c) for c in codes]
+    if set(val + test) - set(chars):
+        chars.append(UNK)
+    return dict(train=_encode(train, codes, len(codes)), val=_encode(val, codes, len(codes)),
+                test=_encode(test, codes, len(codes)), chars=chars)
+
+
+def decode(ids, chars):
+    return "".join(chars[i] for i in ids.tolist())
+
+
+# ----------------------------------------------------------------------------------------------
+# Masked diffusion (MD4, Shi et al. 2024; MDLM, Sahoo et al. 2024) with α(t) = 1 − t, in B blocks
+# ----------------------------------------------------------------------------------------------
+
+class MaskedDenoiser(nn.Module):
+    """Bidirectional transformer x_θ(z_t, t): tokens (id V = mask) + learned positions → L AdaLN-Zero layers
+    conditioned on DiT's timestep embedding of 1000·t → logits over the V characters (never the mask)."""
+
+    def __init__(self, vocab, width, depth, heads, seq_len):
+        super().__init__()
+        self.tok = nn.Embedding(vocab + 1, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
+        self.t_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
+        self.final = db.FinalLayer(width, vocab)
+
+    def forward(self, z, t):
+        """z: (N, n) ids with masks, t: (N,) → logits (N, n, V); zero at init (AdaLN-Zero), i.e. uniform."""
+        h = self.tok(z) + self.pos[:z.shape[1]]  # (N, n, D)
+        c = self.t_mlp(db.sigma_embedding(t, 256))  # (N, D)
+        for layer in self.layers:
+            h = layer(h, c)
+        return self.final(h, c)  # (N, n, V)
+
+
+def mdm_block_of(t, num_blocks):
+    """Block owning t: b owns ((B−1−b)/B, (B−b)/B], equal drops of α = 1 − t; block 0 the most masked."""
+    return (num_blocks - torch.ceil(t * num_blocks).long()).clamp(0, num_blocks - 1)
+
+
+def mdm_slice(block, num_blocks, gamma):
+    """(t_lo, t_hi) of block b widened by γ·(t_hi − t_lo) each side, clipped to [0, 1] (§3.3's overlap in t)."""
+    lo, hi = (num_blocks - 1 - block) / num_blocks, (num_blocks - block) / num_blocks
+    return max(lo - gamma * (hi - lo), 0.0), min(hi + gamma * (hi - lo), 1.0)
+
+
+class MaskedDiffusionBlocks(nn.Module):
+    """B independent masked-diffusion denoisers, block b trained on its t slice only (DiffusionBlocks §3 with
+    MD4's process instead of EDM's; no σ, no preconditioning). Backprop is the same with B = 1."""
+
+    def __init__(self, blocks, gamma=0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.mask_id = self.blocks[0].tok.num_embeddings - 1
+        self.slices = [mdm_slice(b, len(self.blocks), gamma) for b in range(len(self.blocks))]
+
+    def logits(self, z, t):
+        """x_θ(z_t, t) logits (N, n, V), each sample's t routed to the block that owns it."""
+        owner = mdm_block_of(t, len(self.blocks))
+        out = None
+        for b in owner.unique().tolist():
+            idx = (owner == b).nonzero()[:, 0]
+            logits = self.blocks[b](z[idx], t[idx])
+            out = logits.new_empty(len(z), *logits.shape[1:]) if out is None else out
+            out[idx] = logits
+        return out
+
+    def loss(self, x, block, generator=None):
+        """MD4's continuous ELBO ∫ α′/(1−α)·Σ_masked log p dt, α = 1 − t, on block b's slice, per char:
+        (1/t)·Σ_{masked i} −log p(x_i | z_t, t) / n, t ~ U(slice ∩ [T_MIN, 1]), each token masked w.p. t."""
+        N, n = x.shape
+        lo, hi = self.slices[block]
+        lo = max(lo, T_MIN)
+        t = lo + (hi - lo) * torch.rand(N, generator=generator, device=x.device)  # (N,)
+        masked = torch.rand(N, n, generator=generator, device=x.device) < t[:, None]  # (N, n)
+        logits = self.blocks[block](torch.where(masked, self.mask_id, x), t)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (N, n)
+        return ((ce * masked).sum(1) / (t * n)).mean()
+
+    @torch.no_grad()
+    def sample(self, shape, steps, generator, device):
+        """Ancestral unmasking from all-mask on t_i = 1 − i/steps (MD4, MDLM): a masked token is revealed
+        w.p. (t − s)/t, drawn from p(x | z_t, t) of the block owning t."""
+        z = torch.full(shape, self.mask_id, device=device)
+        for i in range(steps):
+            t, s = 1 - i / steps, 1 - (i + 1) / steps
+            probs = self.logits(z, torch.full(shape[:1], t, device=device)).float().softmax(-1)  # (N, n, V)
+            draw = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(shape)
+            reveal = (z == self.mask_id) & (torch.rand(shape, generator=generator, device=device) < (t - s) / t)
+            z = torch.where(reveal, draw, z)
+        return z
+
+
+@torch.no_grad()
+def mdm_elbo_bits(logits_fn, x, mask_id, num_blocks, samples, generator):
+    """MD4's NELBO in bits per character of each sequence of x (N, n), summed over the N sequences and split
+    by the block owning t: a (B,) tensor; divide by N for the estimate, sum it for the whole ELBO.
+
+    The ELBO ∫₀¹ (1/t)·E[Σ_masked −log p(x_i | z_t, t)] dt, with t and the number m of masked tokens
+    integrated jointly, is n·E[mean over the masked tokens of −log p], where m ~ U{1..n}, t = u_(m) the
+    m-th smallest of n uniform masking times u_i (t ~ Beta(m, n−m+1)), masked = {i : u_i ≤ t}. Unbiased,
+    and exact for a predictor whose loss is the same on every token (log V for the uniform one).
+    `logits_fn(z, t)` → (N, n, V); m is stratified over the `samples` draws, all drawn from the CPU `generator`.
+    """
+    N, n = x.shape
+    total = torch.zeros(num_blocks, dtype=torch.float64)
+    for k in range(samples):
+        m = 1 + ((k + torch.rand(N, generator=generator)) / samples * n).long()  # (N,) stratified in 1..n
+        u = torch.rand(N, n, generator=generator)  # (N, n) masking times
+        t = u.sort(1).values.gather(1, m[:, None] - 1)  # (N, 1): the m-th smallest
+        masked = (u <= t).to(x.device)  # exactly m per row
+        logits = logits_fn(torch.where(masked, mask_id, x), t[:, 0].to(x.device))  # (N, n, V)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (N, n)
+        bits = (ce * masked).sum(1).cpu().double() / m / math.log(2)  # (N,)
+        total.index_add_(0, mdm_block_of(t[:, 0], num_blocks), bits)
+    return total / samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Autoregressive: a causal transformer; as a DiffusionBlocks block, the sequence-concatenation trick
+# ----------------------------------------------------------------------------------------------
+
+def concat_mask(n, m, device=None):
+    """Attention mask of [m noisy slots ; n clean tokens] (Block Diffusion, block size 1), True = may attend.
+
+    The noisy slots hold the last m target positions p = n−m+1..n; slot p attends to itself and to clean
+    tokens j < p; clean token j attends to clean j' ≤ j (causal) and never to a noisy slot. (m+n, m+n).
+    """
+    clean = torch.arange(n, device=device)
+    target = torch.arange(n - m + 1, n + 1, device=device)
+    noisy_rows = torch.cat([torch.eye(m, dtype=torch.bool, device=device), clean[None] < target[:, None]], 1)
+    clean_rows = torch.cat([torch.zeros(n, m, dtype=torch.bool, device=device), clean[None] <= clean[:, None]], 1)
+    return torch.cat([noisy_rows, clean_rows], 0)
+
+
+class CausalLM(nn.Module):
+    """Pre-norm causal transformer: tokens + learned positions → L AdaLN-Zero layers → final layer → logits.
+
+    Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict x_{i+1}.
+    DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n) and z the noisy
+    embeddings of the next tokens at positions n−m+1..n (N, m, E); runs [noisy ; clean] under `concat_mask`,
+    the noisy slots conditioned on their own σ, the clean tokens on a learned vector; logits (N, m, V).
+    """
+
+    def __init__(self, vocab, width, depth, heads, seq_len, target_dim=None):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))  # positions 0..n: a slot's target may be n
+        if target_dim:
+            self.z_in = nn.Linear(target_dim, width)
+            self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+        self.cond = nn.Parameter(torch.zeros(width))  # the condition of clean tokens (all tokens of a plain LM)
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
+        self.final = db.FinalLayer(width, vocab)
+
+    def forward(self, z_in, c_noise, x):
+        N, n = x.shape
+        h = self.tok(x) + self.pos[:n]  # (N, n, D)
+        if z_in is None:  # plain LM
+            c, mask = self.cond.expand(N, -1), torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            for layer in self.layers:
+                h = layer(h, c, mask)
+            return self.final(h, c)  # (N, n, V)
+        m = z_in.shape[1]
+        noisy = self.z_in(z_in) + self.pos[n - m + 1:n + 1]  # (N, m, D)
+        h = torch.cat([noisy, h], 1)  # (N, m+n, D)
+        c = torch.cat([self.sigma_mlp(db.sigma_embedding(c_noise, 256)), self.cond.expand(N, n, -1)], 1)  # (N, m+n, D)
+        mask = concat_mask(n, m, x.device)  # (m+n, m+n)
+        for layer in self.layers:
+            h = layer(h, c, mask)
+        return self.final(h[:, :m], c[:, :m])  # (N, m, V): the noisy slots
+
+
+@torch.no_grad()
+def generate(next_logits, prompts, new_tokens, temperature, generator):
+    """Append new_tokens characters to prompts (N, P), each from next_logits(x) (N, V): greedy, or sampled at T."""
+    x = prompts
+    for _ in range(new_tokens):
+        logits = next_logits(x).float()  # (N, V)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
+        x = torch.cat([x, nxt[:, None]], 1)
+    return x[:, prompts.shape[1]:]  # (N, new_tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge of gen_ppl: an interpolated Witten–Bell character n-gram of the training split
+# ----------------------------------------------------------------------------------------------
+
+def _lookup(keys, values, query):
+    """values[i] where keys[i] == query (keys sorted), else 0."""
+    idx = np.searchsorted(keys, query).clip(max=len(keys) - 1)
+    return np.where(keys[idx] == query, values[idx], 0)
+
+
+class CharNgram:
+    """P(c | h) = (N(h c) + T(h)·P(c | h′)) / (N(h) + T(h)), h′ = h without its first character, T(h) the
+    number of distinct characters seen after h, down to 1/V (Witten & Bell 1991; Chen & Goodman 1998 §2.4)."""
+
+    def __init__(self, ids, vocab, order):
+        self.vocab = vocab
+        self.order = max(1, min(order, int(62 / math.log2(max(vocab, 2)))))  # V^order must fit in int64
+        ids = ids.numpy()[None]
+        self.tables = []
+        for k in range(1, self.order + 1):
+            grams, counts = np.unique(self._keys(ids, k), return_counts=True)
+            contexts, inverse = np.unique(grams // vocab, return_inverse=True)
+            self.tables.append((grams, counts, contexts, np.bincount(inverse, weights=counts), np.bincount(inverse)))
+
+    def _keys(self, seqs, k):
+        """(N, T) ids → (N, T−k+1) integer keys of the k-grams ending at positions k−1..T−1."""
+        T = seqs.shape[1]
+        key = np.zeros((len(seqs), T - k + 1), dtype=np.int64)
+        for j in range(k):
+            key = key * self.vocab + seqs[:, j:T - k + 1 + j]
+        return key
+
+    def log_probs(self, seqs):
+        """(N, T) ids → (N, T) natural-log probabilities of each character given up to order−1 before it."""
+        seqs = seqs.cpu().numpy().astype(np.int64)
+        p = np.full(seqs.shape, 1.0 / self.vocab)
+        for k, (grams, counts, contexts, context_counts, context_types) in enumerate(self.tables, start=1):
+            if k > seqs.shape[1]:
+                break
+            keys = self._keys(seqs, k)
+            n_hc = _lookup(grams, counts, keys)
+            history = keys // self.vocab  # the k−1 characters before
+            n_h, t_h = _lookup(contexts, context_counts, history), _lookup(contexts, context_types, history)
+            lower = p[:, k - 1:]
+            p[:, k - 1:] = np.where(n_h > 0, (n_hc + t_h * lower) / np.maximum(n_h + t_h, 1), lower)
+        return torch.from_numpy(np.log(p))
+
+    def perplexity(self, seqs, start=0):
+        """exp(mean −log P) over positions start.. of every sequence (N, T)."""
+        return float(torch.exp(-self.log_probs(seqs)[:, start:].mean()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training and evaluation
+# ----------------------------------------------------------------------------------------------
+
+def optimize(loss, module, optimizer, clip_grad=1.0):
+    """Backward, clip the module's gradient norm, step its optimizer; the loss, detached."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(module.parameters(), clip_grad)
+    optimizer.step()
+    return loss.detach()
+
+
+def check_config(cfg):
+    """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
+    try:
+        db.split_layers(cfg.layers, cfg.blocks)
+    except ValueError as e:
+        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
+    if cfg.width % cfg.heads:
+        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
+    if cfg.model == "mdm" and cfg.partition != "equiprob":
+        common.fail("--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α")
+    if cfg.seq_len < 2:
+        common.fail(f"--seq-len must be >= 2, got {cfg.seq_len}")
+    if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
+        common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
+                    f"got {cfg.gen_tokens}")
+    for name in ("elbo_samples", "sample_steps", "gen_samples", "judge_order"):
+        if getattr(cfg, name) < 1:
+            common.fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.temperature < 0 or cfg.eval_sequences < 0:
+        common.fail(f"--temperature and --eval-sequences must be >= 0, got {cfg.temperature} and {cfg.eval_sequences}")
+
+
+def main(cfg):
+    device = common.pick_device(cfg.device)
+    common.seed_everything(cfg.seed)
+    check_config(cfg)
+    ar = cfg.model == "ar"
+    data = load_text(cfg.dataset, cfg.data_dir, cfg.seed)
+    chars, V = data["chars"], len(data["chars"])
+    window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
+    if min(len(data["train"]), len(data["test"])) < window:
+        common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
+                    f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
+    train_windows = data["train"].unfold(0, window, 1)  # (T − window + 1, window), a view
+    test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window), non-overlapping targets
+    test_eval = test if cfg.eval_sequences == 0 else test[:cfg.eval_sequences]
+    judge = CharNgram(data["train"], V, cfg.judge_order)
+    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
+          f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
+          f"V = {V}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} test sequences of {window} per "
+          f"evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
+
+    def get_batch(gen):
+        return train_windows[torch.randint(len(train_windows), (cfg.batch_size,), generator=gen)].to(device)
+
+    def new_model(method):
+        depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
+        if not ar:  # backprop: one denoiser over all of t ∈ [0, 1]
+            return MaskedDiffusionBlocks([MaskedDenoiser(V, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
+                                         cfg.gamma).to(device)
+        if method == "backprop":
+            return CausalLM(V, cfg.width, cfg.layers, cfg.heads, cfg.seq_len).to(device)
+        blocks = [CausalLM(V, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths]
+        return db.DiffusionBlocks(blocks, embedding=db.target_embedding(V, cfg.width, seed=cfg.seed), gamma=cfg.gamma,
+                                  partition=cfg.partition).to(device)
+
+    def train_step(m, o, x, b, g=None):
+        """One iteration on windows x (N, window): block b of a container, or the whole plain LM (b = 0)."""
+        with common.autocast(device):
+            if isinstance(m, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
+                return m.train_step(x[:, :-1], x[:, 1:], o, block=b, generator=g)[1]
+            if ar:
+                loss = F.cross_entropy(m(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
+            else:
+                loss = m.loss(x, b, g)
+        return optimize(loss, m.blocks[b] if not ar else m, o[b])
+
+    def ar_logits(model, context, m, generator):
+        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last
+        network call of B Euler steps, one per block, from σ_max (§4), noise from `generator`."""
+        if isinstance(model, db.DiffusionBlocks):
+            return model.predict(context, (len(context), m, cfg.width), model.sigmas.flip(0), generator, device)
+        return model(None, None, context)[:, -m:]
+
+    def bpc_per_slice(model):
+        """MDM test ELBO in bits per character, split by the t slices of --blocks; the same draws for every model."""
+        gen = torch.Generator().manual_seed(cfg.seed)
+        with torch.no_grad(), common.autocast(device):
+            total = sum(mdm_elbo_bits(model.logits, x.to(device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen)
+                        for x in test_eval.split(cfg.batch_size))
+        return total / len(test_eval)
+
+    def evaluate(model):
+        """The learning-curve metrics: test_bpc (MDM), or test next-token accuracy and cross-entropy (AR)."""
+        if not ar:
+            return {"test_bpc": float(bpc_per_slice(model).sum())}
+        gen, ce, correct = torch.Generator(device).manual_seed(cfg.seed), 0.0, 0
+        with torch.no_grad(), common.autocast(device):
+            for x in test_eval.split(cfg.batch_size):
+                x = x.to(device)
+                logits = ar_logits(model, x[:, :-1], cfg.seq_len, gen).float()  # (N, n, V)
+                ce += float(F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
+                correct += int((logits.argmax(-1) == x[:, 1:]).sum())
+        count = len(test_eval) * cfg.seq_len
+        return {"test_next_token_acc": correct / count, "test_ce": ce / count}
+
+    def final_evaluation(model, run_dir):
+        """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice."""
+        gen = torch.Generator(device).manual_seed(cfg.seed)
+        with torch.no_grad(), common.autocast(device):
+            if ar:  # greedy (or --temperature) continuations of held-out prompts
+                held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
+                P = cfg.seq_len - cfg.gen_tokens
+                prompts = held_out[:, :P]
+                continuations = generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts, cfg.gen_tokens,
+                                         cfg.temperature, gen)
+                texts = [decode(p, chars) + " ‖ " + decode(c, chars) for p, c in zip(prompts, continuations)]
+                result = {"gen_ppl": judge.perplexity(torch.cat([prompts, continuations], 1), start=P),
+                          "judge_ppl_held_out": judge.perplexity(held_out, start=P)}  # the real continuations
+            else:
+                samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
+                texts = [decode(s, chars) for s in samples]
+                result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
+                          "test_bpc_per_block": bpc_per_slice(model).tolist()}
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
+            f.write("\n\n".join(texts) + "\n")
+        return {**result, "samples": texts[:3]}
+
+    def train(method):
+        """Train one method and evaluate it; None for --block (the block is saved for --assemble)."""
+        common.seed_everything(cfg.seed)
+        gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
+        model = new_model(method)
+        parts = [model] if isinstance(model, CausalLM) else list(model.blocks)
+        opts = [common.adamw(p, cfg) for p in parts]
+        trained = range(len(parts)) if cfg.block < 0 else [cfg.block]
+        iters = cfg.steps * len(trained)  # compute matching: every block gets N updates
+        split = db.split_layers(cfg.layers, len(parts))
+
+        def step(it, x):
+            b = int(torch.randint(len(parts), (1,), generator=gen)) if cfg.block < 0 else cfg.block
+            common.set_lr(opts[b], common.lr_at(cfg, it / iters))
+            return train_step(model, opts, x, b, noise_gen)
+
+        x0 = get_batch(torch.Generator().manual_seed(cfg.seed))
+        if isinstance(model, CausalLM):
+            memory = common.measure_memory(model, opts, lambda m, o: train_step(m, o, x0, 0),
+                                           trained=lambda m, o: (m.parameters(), o[0]))
+            per_block = [memory]
+        else:
+            memory, per_block = common.measure_blocks(model, opts, lambda m, o, b: train_step(m, o, x0, b), trained)
+        if method == "backprop":
+            print(f"backprop: {common.count_params(model):,} parameters, {iters} iterations of {cfg.layers} layers")
+        elif ar:
+            print(common.describe_blocks(cfg, model, split, iters))
+        else:
+            print(f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, "
+                  f"{[common.count_params(b) for b in model.blocks]} parameters, γ={cfg.gamma}, t slices "
+                  f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked); {iters} "
+                  f"one-block iterations (= {cfg.steps} per block, compute-matched)")
+        block_only, run_dir = cfg.block >= 0, os.path.join(cfg.out, method)
+        ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
+        stats = common.train_loop(step, lambda it: get_batch(gen), iters,
+                                  {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
+                                  (lambda: {}) if block_only else (lambda: evaluate(model)), cfg.eval_every,
+                                  cfg.ckpt_every, cfg.resume, method + (str(cfg.block) if block_only else ""),
+                                  cfg.layers / len(parts))
+        if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
+            common.save_block(cfg, model, memory, stats, iters)
+            return None
+        extra = {"blocks": len(parts), "layers_per_block": split, "train_memory_per_block": per_block}
+        if method == "diffusionblocks":
+            extra.update(gamma=cfg.gamma, partition=cfg.partition if ar else "equal drops of α")
+        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
+
+    headline, curve = ("gen_ppl", "test_ce") if ar else ("test_bpc", "test_bpc")
+    if cfg.assemble:
+        metrics = common.assemble(cfg, "train_lm.py", headline, new_model("diffusionblocks"), lambda m: {
+            **evaluate(m), **final_evaluation(m, os.path.join(cfg.out, "assembled"))}, device)
+        report(metrics["methods"], ar)
+        return metrics
+    for method in METHODS if cfg.method == "all" else [cfg.method]:
+        result = train(method)
+        if result is None:
+            return None
+        metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
+    common.print_table(metrics["methods"], headline)
+    report(metrics["methods"], ar)
+    common.plot_comparison(metrics["methods"], curve, cfg.out)
+    if not ar:
+        plot_bpc_per_block(metrics["methods"], cfg.out)
+    return metrics
+
+
+def report(methods, ar):
+    """The metrics beside the table's headline, and two samples per method."""
+    for name, r in methods.items():
+        if ar:
+            print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
+                  f"gen_ppl {r['gen_ppl']:.3f} (judge on the real continuations: {r['judge_ppl_held_out']:.3f})")
+        else:
+            print(f"{name}: test_bpc {r['test_bpc']:.4f} = {' + '.join(f'{v:.4f}' for v in r['test_bpc_per_block'])} "
+                  f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "
+                  f"(judge on test text: {r['judge_ppl_held_out']:.3f})")
+        for text in r["samples"][:2]:
+            print(f"  sample: {text!r}")
+
+
+def plot_bpc_per_block(methods, out):
+    """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / len(methods)
+    for i, (name, r) in enumerate(methods.items()):
+        parts = r["test_bpc_per_block"]
+        ax.bar(np.arange(len(parts)) + i * width, parts, width, label=f"{name} ({r['test_bpc']:.3f} bpc)")
+    ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2, [f"block {b}" for b in range(len(parts))])
+    ax.set_xlabel("t slice (block 0 = most masked)")
+    ax.set_ylabel("contribution to test bits per character")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "bpc_per_block.png"), dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    config = parse_args()
+    common.run_seeds(main, config, "gen_ppl" if config.model == "ar" else "test_bpc")
