@@ -1,4 +1,4 @@
-"""What the train_*.py scripts share: config and flags, device and seed, datasets, the training-loop
+"""What the train_*.py scripts share: config and flags, device and seed, datasets (images and text), the training-loop
 skeleton with atomic checkpoints, memory measurement, metrics, the comparison table and plots.
 
 The method itself lives in diffusionblocks.py; this file is plumbing, so that each script shows only
@@ -12,6 +12,8 @@ import math
 import os
 import sys
 import time
+import urllib.request
+import zipfile
 from contextlib import nullcontext
 
 import numpy as np
@@ -194,6 +196,81 @@ def load_images(name, data_dir, seed):
                 y_test=y_test.long(), num_classes=int(max(y_train.max(), y_test.max())) + 1)
 
 
+UNK = "\ufffd"  # stands for characters of the validation/test text that the training split lacks
+TEXT_URLS = {  # name: (URL, file name in --data-dir)
+    "shakespeare": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                    "tinyshakespeare.txt"),
+    "text8": ("http://mattmahoney.net/dc/text8.zip", "text8.zip")}
+
+
+def _download(name, data_dir):
+    """The file of a named corpus in --data-dir, downloaded from its usual URL if it is not there yet."""
+    url, filename = TEXT_URLS[name]
+    path = os.path.join(data_dir, filename)
+    if not os.path.exists(path):
+        os.makedirs(data_dir, exist_ok=True)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(path + ".tmp", "wb") as f:
+                f.write(response.read())
+        except Exception as e:  # noqa: BLE001  a failed download: say what to do
+            fail(f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: {e}). "
+                 f"Download it where you have internet, put it at {path} (or point --data-dir at its "
+                 "folder), or use --dataset txt:PATH")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def _encode(text, codes, unk):
+    """Characters → ids: the index of each code point in the sorted `codes`, `unk` for one not there."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    idx = np.searchsorted(codes, points).clip(max=len(codes) - 1)
+    return torch.from_numpy(np.where(codes[idx] == points, idx, unk).astype(np.int64))
+
+
+def load_text(name, data_dir, seed):
+    """pydoc, shakespeare, text8 or txt:PATH → dict of train/val/test id tensors and `chars` (id → character).
+
+    text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's `pydoc_data.topics`,
+    topics in a seeded order, then 90 / 5 / 5 % contiguous; shakespeare and txt:PATH: 90 / 5 / 5 % in order.
+    The vocabulary is the training split's characters, plus UNK if the other splits hold others.
+    """
+    if name == "pydoc":
+        from pydoc_data.topics import topics
+        order = torch.randperm(len(topics), generator=torch.Generator().manual_seed(seed)).tolist()
+        keys = sorted(topics)
+        text = "\n\n".join(topics[keys[i]] for i in order)
+    elif name == "shakespeare":
+        with open(_download(name, data_dir), encoding="utf-8") as f:
+            text = f.read()
+    elif name == "text8":
+        with zipfile.ZipFile(_download(name, data_dir)) as z:
+            text = z.read("text8").decode("ascii")
+    elif name.startswith("txt:"):
+        path = name[4:]
+        if not os.path.isfile(path):
+            fail(f"--dataset {name}: no file {path!r}; txt:PATH needs a UTF-8 text file")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    else:
+        fail(f"unknown --dataset {name!r}; allowed: pydoc, shakespeare, text8, txt:PATH")
+    if name == "text8":
+        train, val, test = text[:90_000_000], text[90_000_000:95_000_000], text[95_000_000:]
+    else:
+        a, b = int(0.9 * len(text)), int(0.95 * len(text))
+        train, val, test = text[:a], text[a:b], text[b:]
+    codes = np.unique(np.frombuffer(train.encode("utf-32-le"), dtype=np.uint32))
+    chars = [chr(c) for c in codes]
+    if set(val + test) - set(chars):
+        chars.append(UNK)
+    return dict(train=_encode(train, codes, len(codes)), val=_encode(val, codes, len(codes)),
+                test=_encode(test, codes, len(codes)), chars=chars)
+
+
+def decode(ids, chars):
+    """Character ids → the text they stand for, by the `chars` of load_text."""
+    return "".join(chars[i] for i in ids.tolist())
+
+
 def random_shift(x, max_shift, generator=None):
     """Translate each image by up to ±max_shift pixels, zero padding: (N, C, H, W) -> same."""
     N, _, H, W = x.shape
@@ -230,6 +307,15 @@ def adamw(module, cfg):
 def lr_at(cfg, progress):
     """The config's schedule at `progress` in [0, 1]: warm-up, then cosine decay from --lr to --min-lr."""
     return cosine_lr(progress, cfg.warmup, cfg.lr, cfg.min_lr)
+
+
+def optimize(loss, module, optimizer, clip_grad=1.0):
+    """Backward, clip the module's gradient norm, step its optimizer; the loss, detached."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), clip_grad)
+    optimizer.step()
+    return loss.detach()
 
 
 def save_atomic(obj, path):
@@ -434,11 +520,17 @@ def summarize_seeds(runs, out):
     return summary
 
 
-def plot_comparison(methods, headline, out, x_key="layer_updates", x_label="layer updates (iterations × layers trained)"):
-    """Learning curves of every method on one axis, and stacked bars of the training memory per step."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: files only, no screen needed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_comparison(methods, headline, out, x_key="layer_updates", x_label="layer updates (iterations × layers trained)"):
+    """Learning curves of every method on one axis, and stacked bars of the training memory per step."""
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in methods.items():
         curve = r.get("curve", [])  # an assembled model has no learning curve

@@ -365,9 +365,7 @@ def main(cfg):
 
 def plot_samples(methods, out):
     """--out/samples.png: each method's grid (a row per class) side by side; same labels and noise for all."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     grids = {name: torch.load(os.path.join(out, name, "samples.pt")) for name in methods
              if os.path.exists(os.path.join(out, name, "samples.pt"))}
     fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 4.5), squeeze=False)
@@ -414,9 +412,7 @@ def ablation(cfg, train):
 
 def plot_ablation(runs, out):
     """--out/ablation.png: fid against B (paper's CIFAR-10 FID on a second axis), and uniform vs equiprob."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     sweep = [r for r in runs.values() if r["partition"] == "equiprob"]
     ours_label = f"fid ({sweep[0]['fid_features']})"

@@ -32,8 +32,6 @@ import argparse
 import dataclasses
 import math
 import os
-import urllib.request
-import zipfile
 
 import numpy as np
 import torch
@@ -46,7 +44,6 @@ import diffusionblocks as db
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
 T_MIN = 1e-3  # MDM training draws t ≥ T_MIN, MDLM's sampling_eps: the 1/t weight stays bounded
-UNK = "\ufffd"  # stands for characters of the validation/test text that the training split lacks
 
 
 @dataclasses.dataclass
@@ -99,83 +96,6 @@ def parse_args(argv=None):
     pre.add_argument("--model", choices=MODELS, default="mdm")
     model = pre.parse_known_args(argv)[0].model
     return common.parse_config(Config, PRESETS[model], METHODS, argv)
-
-
-# ----------------------------------------------------------------------------------------------
-# Text: pydoc (offline), shakespeare, text8, txt:PATH → character ids with a vocabulary of the training split
-# ----------------------------------------------------------------------------------------------
-
-TEXT_URLS = {  # name: (URL, file name in --data-dir)
-    "shakespeare": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-                    "tinyshakespeare.txt"),
-    "text8": ("http://mattmahoney.net/dc/text8.zip", "text8.zip")}
-
-
-def _download(name, data_dir):
-    """The file of a named corpus in --data-dir, downloaded from its usual URL if it is not there yet."""
-    url, filename = TEXT_URLS[name]
-    path = os.path.join(data_dir, filename)
-    if not os.path.exists(path):
-        os.makedirs(data_dir, exist_ok=True)
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(path + ".tmp", "wb") as f:
-                f.write(response.read())
-        except Exception as e:  # noqa: BLE001  a failed download: say what to do
-            common.fail(f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: {e}). "
-                        f"Download it where you have internet, put it at {path} (or point --data-dir at its "
-                        "folder), or use --dataset txt:PATH")
-        os.replace(path + ".tmp", path)
-    return path
-
-
-def _encode(text, codes, unk):
-    """Characters → ids: the index of each code point in the sorted `codes`, `unk` for one not there."""
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    idx = np.searchsorted(codes, points).clip(max=len(codes) - 1)
-    return torch.from_numpy(np.where(codes[idx] == points, idx, unk).astype(np.int64))
-
-
-def load_text(name, data_dir, seed):
-    """pydoc, shakespeare, text8 or txt:PATH → dict of train/val/test id tensors and `chars` (id → character).
-
-    text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's `pydoc_data.topics`,
-    topics in a seeded order, then 90 / 5 / 5 % contiguous; shakespeare and txt:PATH: 90 / 5 / 5 % in order.
-    The vocabulary is the training split's characters, plus UNK if the other splits hold others.
-    """
-    if name == "pydoc":
-        from pydoc_data.topics import topics
-        order = torch.randperm(len(topics), generator=torch.Generator().manual_seed(seed)).tolist()
-        keys = sorted(topics)
-        text = "\n\n".join(topics[keys[i]] for i in order)
-    elif name == "shakespeare":
-        with open(_download(name, data_dir), encoding="utf-8") as f:
-            text = f.read()
-    elif name == "text8":
-        with zipfile.ZipFile(_download(name, data_dir)) as z:
-            text = z.read("text8").decode("ascii")
-    elif name.startswith("txt:"):
-        path = name[4:]
-        if not os.path.isfile(path):
-            common.fail(f"--dataset {name}: no file {path!r}; txt:PATH needs a UTF-8 text file")
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    else:
-        common.fail(f"unknown --dataset {name!r}; allowed: pydoc, shakespeare, text8, txt:PATH")
-    if name == "text8":
-        train, val, test = text[:90_000_000], text[90_000_000:95_000_000], text[95_000_000:]
-    else:
-        a, b = int(0.9 * len(text)), int(0.95 * len(text))
-        train, val, test = text[:a], text[a:b], text[b:]
-    codes = np.unique(np.frombuffer(train.encode("utf-32-le"), dtype=np.uint32))
-    chars = [chr(c) for c in codes]
-    if set(val + test) - set(chars):
-        chars.append(UNK)
-    return dict(train=_encode(train, codes, len(codes)), val=_encode(val, codes, len(codes)),
-                test=_encode(test, codes, len(codes)), chars=chars)
-
-
-def decode(ids, chars):
-    return "".join(chars[i] for i in ids.tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,15 +331,6 @@ class CharNgram:
 # Training and evaluation
 # ----------------------------------------------------------------------------------------------
 
-def optimize(loss, module, optimizer, clip_grad=1.0):
-    """Backward, clip the module's gradient norm, step its optimizer; the loss, detached."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(module.parameters(), clip_grad)
-    optimizer.step()
-    return loss.detach()
-
-
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
     try:
@@ -447,7 +358,7 @@ def main(cfg):
     common.seed_everything(cfg.seed)
     check_config(cfg)
     ar = cfg.model == "ar"
-    data = load_text(cfg.dataset, cfg.data_dir, cfg.seed)
+    data = common.load_text(cfg.dataset, cfg.data_dir, cfg.seed)
     chars, V = data["chars"], len(data["chars"])
     window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
     if min(len(data["train"]), len(data["test"])) < window:
@@ -459,7 +370,7 @@ def main(cfg):
     judge = CharNgram(data["train"], V, cfg.judge_order)
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {V}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} test sequences of {window} per "
+          f"V = {V}{' (with UNK)' if chars[-1] == common.UNK else ''}; {len(test_eval)} test sequences of {window} per "
           f"evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
 
     def get_batch(gen):
@@ -485,7 +396,7 @@ def main(cfg):
                 loss = F.cross_entropy(m(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
             else:
                 loss = m.loss(x, b, g)
-        return optimize(loss, m.blocks[b] if not ar else m, o[b])
+        return common.optimize(loss, m.blocks[b] if not ar else m, o[b])
 
     def ar_logits(model, context, m, generator):
         """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last
@@ -526,12 +437,13 @@ def main(cfg):
                 prompts = held_out[:, :P]
                 continuations = generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts, cfg.gen_tokens,
                                          cfg.temperature, gen)
-                texts = [decode(p, chars) + " ‖ " + decode(c, chars) for p, c in zip(prompts, continuations)]
+                texts = [common.decode(p, chars) + " ‖ " + common.decode(c, chars)
+                         for p, c in zip(prompts, continuations)]
                 result = {"gen_ppl": judge.perplexity(torch.cat([prompts, continuations], 1), start=P),
                           "judge_ppl_held_out": judge.perplexity(held_out, start=P)}  # the real continuations
             else:
                 samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
-                texts = [decode(s, chars) for s in samples]
+                texts = [common.decode(s, chars) for s in samples]
                 result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
                           "test_bpc_per_block": bpc_per_slice(model).tolist()}
         os.makedirs(run_dir, exist_ok=True)
@@ -621,9 +533,7 @@ def report(methods, ar):
 
 def plot_bpc_per_block(methods, out):
     """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / len(methods)
     for i, (name, r) in enumerate(methods.items()):

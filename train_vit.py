@@ -145,11 +145,7 @@ def main(cfg):
     def ce_step(m, o, x, y):  # one cross-entropy step of a classifier (backprop, or a local piece)
         with common.autocast(device):
             loss = F.cross_entropy(m(None, None, x).float(), y)
-        o.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        o.step()
-        return loss.detach()
+        return common.optimize(loss, m, o)
 
     label_dim = cfg.width  # the fixed label embedding lives in R^width
 
