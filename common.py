@@ -475,16 +475,16 @@ def mib(n):
     return n / 2 ** 20
 
 
-def print_table(methods, headline):
-    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time."""
-    base = methods.get("backprop", {})
+def print_table(methods, headline, baseline="backprop"):
+    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time (ratios to `baseline`)."""
+    base = methods.get(baseline, {})
     rows = [f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
             f"{'time ratio':>10} {'iters':>7} {'train s':>8}"]
     for name, r in methods.items():
         memory = _mean(r["train_memory_bytes"])
         mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
         time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
-        mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a backprop run beside
+        mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a baseline run beside
         time_ratio = f"{time_ratio:.3f}" if base else "-"
         rows.append(f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
                     f"{mem_ratio:>9} {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10} "
@@ -551,7 +551,7 @@ def plot_comparison(methods, headline, out, x_key="layer_updates", x_label="laye
     plt.close(fig)
 
 
-def run_seeds(main, cfg, headline):
+def run_seeds(main, cfg, headline, baseline="backprop"):
     """--seeds 0,1,2: run main(cfg) per seed into --out/seed<s>, then write and print mean ± std."""
     if not cfg.seeds:
         return main(cfg)
@@ -564,5 +564,5 @@ def run_seeds(main, cfg, headline):
         runs.append(main(dataclasses.replace(cfg, seed=seed, seeds="", out=os.path.join(cfg.out, f"seed{seed}"))))
     summary = summarize_seeds(runs, cfg.out)
     print(f"\nmean ± std over seeds {seeds} ({cfg.out}/summary.json):")
-    print_table(summary["methods"], headline)
+    print_table(summary["methods"], headline, baseline)
     return summary

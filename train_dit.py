@@ -112,6 +112,19 @@ class DiT(nn.Module):
         return out.permute(0, 5, 1, 3, 2, 4).reshape(N, C, H, W)  # unpatchify: (N, C, H, W)
 
 
+def new_model(cfg, num_blocks, image_size, channels, num_classes):
+    """A DiffusionBlocks container of num_blocks DiTs splitting cfg.layers; backprop is one block over all σ."""
+    blocks = [DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
+              for depth in db.split_layers(cfg.layers, num_blocks)]
+    return db.DiffusionBlocks(blocks, gamma=cfg.gamma, partition=cfg.partition)
+
+
+def db_step(m, o, labels, images, b, g=None):
+    """One DiffusionBlocks iteration of block b (Fig. 3) on (labels, images); the loss, detached."""
+    with common.autocast(images.device):
+        return m.train_step(labels, images, o, block=b, generator=g)[1]
+
+
 # ----------------------------------------------------------------------------------------------
 # `fid`: Fréchet distance in the features of a small CNN classifier (NOT Inception FID)
 # ----------------------------------------------------------------------------------------------
@@ -239,11 +252,6 @@ def main(cfg):
             x = torch.where((torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5).to(device), x.flip(3), x)
         return torch.where(drop, K, y_train[idx]), x
 
-    def new_model(num_blocks, gamma, partition):
-        depths = db.split_layers(cfg.layers, num_blocks)
-        blocks = [DiT(H, C, cfg.patch, cfg.width, depth, cfg.heads, K) for depth in depths]
-        return db.DiffusionBlocks(blocks, gamma=gamma, partition=partition).to(device)
-
     def test_denoise_loss(model, num_sigmas=8):
         """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the test images (EDM's loss, Eq. 2 and Table 1): σ at the
         midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning it."""
@@ -296,17 +304,13 @@ def main(cfg):
         return {"fid": frechet_distance(sample_features, test_features), "fid_features": FID_FEATURES[cfg.fid],
                 "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
 
-    def db_step(m, o, labels, images, b, g=None):
-        with common.autocast(device):
-            return m.train_step(labels, images, o, block=b, generator=g)[1]
-
     def train(run_cfg, method, name):
         """Train one method (backprop = a single block over the whole σ range) and evaluate it; None for --block."""
         common.seed_everything(run_cfg.seed)
         gen = torch.Generator().manual_seed(run_cfg.seed)
         num_blocks = 1 if method == "backprop" else run_cfg.blocks
         split = db.split_layers(run_cfg.layers, num_blocks)
-        model = new_model(num_blocks, run_cfg.gamma, run_cfg.partition)
+        model = new_model(run_cfg, num_blocks, H, C, K).to(device)
         opts = [common.adamw(block, run_cfg) for block in model.blocks]
         noise_gen = torch.Generator(device).manual_seed(run_cfg.seed)
         trained = range(num_blocks) if run_cfg.block < 0 else [run_cfg.block]
@@ -341,7 +345,7 @@ def main(cfg):
         def evaluate(model):
             return {**test_denoise_loss(model), **final_evaluation(model, os.path.join(cfg.out, "assembled"))}
 
-        metrics = common.assemble(cfg, "train_dit.py", "fid", new_model(cfg.blocks, cfg.gamma, cfg.partition),
+        metrics = common.assemble(cfg, "train_dit.py", "fid", new_model(cfg, cfg.blocks, H, C, K).to(device),
                                   evaluate, device)
         plot_samples(metrics["methods"], cfg.out)
         return metrics

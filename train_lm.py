@@ -25,7 +25,9 @@ logits of that chain, its noise drawn from a generator seeded with --seed.
 
 `gen_ppl` (both models) is the perplexity of generated text under a judge that is neither compared
 model: an interpolated Witten–Bell character n-gram of the training split, the same for both methods.
-AR: continuations of held-out prompts; MDM: unconditional samples. text8 stands in for LM1B in the AR
+AR: continuations of held-out prompts, greedy (or --temperature); greedy text that repeats a frequent
+phrase scores BELOW real text, so `gen_ppl_t1` also scores continuations sampled at temperature 1 (closer
+to the judge's perplexity of the real continuations is better). MDM: unconditional samples. text8 stands in for LM1B in the AR
 paper preset: LM1B needs a word-piece tokenizer, this script is character-level.
 """
 import argparse
@@ -72,7 +74,7 @@ PRESETS = {  # per --model; a flag overrides any of these
     "mdm": {
         "smoke": dict(layers=3, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       elbo_samples=2, sample_steps=6, gen_samples=4, eval_sequences=8),
-        "cpu": dict(blocks=3, gamma=0.05),
+        "cpu": dict(blocks=3, gamma=0.05, seq_len=64, steps=1000),
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=3, gamma=0.05,
                       lr=3e-4, min_lr=3e-5, weight_decay=0.03, warmup=2000 / 100_000, eval_every=5000,
                       ckpt_every=5000, eval_sequences=0, sample_steps=255,
@@ -81,7 +83,7 @@ PRESETS = {  # per --model; a flag overrides any of these
     "ar": {
         "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
-        "cpu": dict(layers=8, blocks=4, gamma=0.1),
+        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=600, gen_tokens=32),
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
                       lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000,
                       ckpt_every=5000, eval_sequences=0,
@@ -331,6 +333,32 @@ class CharNgram:
 # Training and evaluation
 # ----------------------------------------------------------------------------------------------
 
+def build_model(cfg, vocab, method):
+    """Backprop: one network of cfg.layers (MDM: a one-block container over all t); DiffusionBlocks: cfg.blocks
+    networks of the split, block b owning its t slice (MDM) or its σ slice (AR)."""
+    depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
+    if cfg.model == "mdm":  # backprop: one denoiser over all of t ∈ [0, 1]
+        return MaskedDiffusionBlocks([MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
+                                     cfg.gamma)
+    if method == "backprop":
+        return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads, cfg.seq_len)
+    blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths]
+    return db.DiffusionBlocks(blocks, embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed), gamma=cfg.gamma,
+                              partition=cfg.partition)
+
+
+def train_step(m, o, x, b, g=None):
+    """One iteration on windows x (N, window): block b of a container, or the whole plain LM (b = 0); the loss."""
+    with common.autocast(x.device):
+        if isinstance(m, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
+            return m.train_step(x[:, :-1], x[:, 1:], o, block=b, generator=g)[1]
+        if isinstance(m, CausalLM):
+            loss = F.cross_entropy(m(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
+        else:
+            loss = m.loss(x, b, g)
+    return common.optimize(loss, m if isinstance(m, CausalLM) else m.blocks[b], o[b])
+
+
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
     try:
@@ -376,28 +404,6 @@ def main(cfg):
     def get_batch(gen):
         return train_windows[torch.randint(len(train_windows), (cfg.batch_size,), generator=gen)].to(device)
 
-    def new_model(method):
-        depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
-        if not ar:  # backprop: one denoiser over all of t ∈ [0, 1]
-            return MaskedDiffusionBlocks([MaskedDenoiser(V, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
-                                         cfg.gamma).to(device)
-        if method == "backprop":
-            return CausalLM(V, cfg.width, cfg.layers, cfg.heads, cfg.seq_len).to(device)
-        blocks = [CausalLM(V, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths]
-        return db.DiffusionBlocks(blocks, embedding=db.target_embedding(V, cfg.width, seed=cfg.seed), gamma=cfg.gamma,
-                                  partition=cfg.partition).to(device)
-
-    def train_step(m, o, x, b, g=None):
-        """One iteration on windows x (N, window): block b of a container, or the whole plain LM (b = 0)."""
-        with common.autocast(device):
-            if isinstance(m, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
-                return m.train_step(x[:, :-1], x[:, 1:], o, block=b, generator=g)[1]
-            if ar:
-                loss = F.cross_entropy(m(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
-            else:
-                loss = m.loss(x, b, g)
-        return common.optimize(loss, m.blocks[b] if not ar else m, o[b])
-
     def ar_logits(model, context, m, generator):
         """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last
         network call of B Euler steps, one per block, from σ_max (§4), noise from `generator`."""
@@ -414,18 +420,32 @@ def main(cfg):
         return total / len(test_eval)
 
     def evaluate(model):
-        """The learning-curve metrics: test_bpc (MDM), or test next-token accuracy and cross-entropy (AR)."""
+        """The learning-curve metrics: test_bpc (MDM), or, for AR, next-token accuracy (argmax) and cross-entropy
+        of the logits; `test_sample_acc`, the mean probability of the true character, is the expected accuracy
+        of a draw at temperature 1. DiffusionBlocks' chain from noise IS such a draw (its last logits are
+        peaked on the drawn character), so its argmax accuracy compares with backprop's test_sample_acc, and
+        its cross-entropy is the confidence in its own draw, not a predictive one. `..._block0`
+        (DiffusionBlocks): block 0 at σ_max, where z carries no information, i.e. DiffusionBlocks' predictive
+        next-character distribution before any denoising step."""
         if not ar:
             return {"test_bpc": float(bpc_per_slice(model).sum())}
-        gen, ce, correct = torch.Generator(device).manual_seed(cfg.seed), 0.0, 0
+        gen, sums = torch.Generator(device).manual_seed(cfg.seed), {}
+
+        def add(name, logits, y):  # (N, n, V), (N, n): summed CE, correct argmax, probability of the truth
+            for key, value in ((f"test_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
+                               (f"test_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
+                               (f"test_sample_acc{name}", logits.softmax(-1).gather(-1, y[..., None]).sum())):
+                sums[key] = sums.get(key, 0.0) + float(value)
+
         with torch.no_grad(), common.autocast(device):
             for x in test_eval.split(cfg.batch_size):
                 x = x.to(device)
-                logits = ar_logits(model, x[:, :-1], cfg.seq_len, gen).float()  # (N, n, V)
-                ce += float(F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
-                correct += int((logits.argmax(-1) == x[:, 1:]).sum())
-        count = len(test_eval) * cfg.seq_len
-        return {"test_next_token_acc": correct / count, "test_ce": ce / count}
+                add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:])  # (N, n, V)
+                if isinstance(model, db.DiffusionBlocks):
+                    sigma_max = model.sigmas[-1]
+                    z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
+                    add("_block0", model.network(z, sigma_max, x[:, :-1], 0).float(), x[:, 1:])
+        return {key: value / (len(test_eval) * cfg.seq_len) for key, value in sums.items()}
 
     def final_evaluation(model, run_dir):
         """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice."""
@@ -435,11 +455,12 @@ def main(cfg):
                 held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
                 P = cfg.seq_len - cfg.gen_tokens
                 prompts = held_out[:, :P]
-                continuations = generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts, cfg.gen_tokens,
-                                         cfg.temperature, gen)
+                continuations, sampled = (generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts,
+                                                   cfg.gen_tokens, temperature, gen) for temperature in (cfg.temperature, 1.0))
                 texts = [common.decode(p, chars) + " ‖ " + common.decode(c, chars)
                          for p, c in zip(prompts, continuations)]
                 result = {"gen_ppl": judge.perplexity(torch.cat([prompts, continuations], 1), start=P),
+                          "gen_ppl_t1": judge.perplexity(torch.cat([prompts, sampled], 1), start=P),
                           "judge_ppl_held_out": judge.perplexity(held_out, start=P)}  # the real continuations
             else:
                 samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
@@ -455,7 +476,7 @@ def main(cfg):
         """Train one method and evaluate it; None for --block (the block is saved for --assemble)."""
         common.seed_everything(cfg.seed)
         gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
-        model = new_model(method)
+        model = build_model(cfg, V, method).to(device)
         parts = [model] if isinstance(model, CausalLM) else list(model.blocks)
         opts = [common.adamw(p, cfg) for p in parts]
         trained = range(len(parts)) if cfg.block < 0 else [cfg.block]
@@ -500,7 +521,8 @@ def main(cfg):
 
     headline, curve = ("gen_ppl", "test_ce") if ar else ("test_bpc", "test_bpc")
     if cfg.assemble:
-        metrics = common.assemble(cfg, "train_lm.py", headline, new_model("diffusionblocks"), lambda m: {
+        model = build_model(cfg, V, "diffusionblocks").to(device)
+        metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
             **evaluate(m), **final_evaluation(m, os.path.join(cfg.out, "assembled"))}, device)
         report(metrics["methods"], ar)
         return metrics
@@ -521,8 +543,12 @@ def report(methods, ar):
     """The metrics beside the table's headline, and two samples per method."""
     for name, r in methods.items():
         if ar:
+            block0 = (f"; block 0 at σ_max: acc {r['test_next_token_acc_block0']:.4f}, ce {r['test_ce_block0']:.4f}"
+                      if "test_ce_block0" in r else "")
             print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
-                  f"gen_ppl {r['gen_ppl']:.3f} (judge on the real continuations: {r['judge_ppl_held_out']:.3f})")
+                  f"test_sample_acc {r['test_sample_acc']:.4f}{block0}, "
+                  f"gen_ppl {r['gen_ppl']:.3f} (T = 1 samples: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
+                  f"{r['judge_ppl_held_out']:.3f})")
         else:
             print(f"{name}: test_bpc {r['test_bpc']:.4f} = {' + '.join(f'{v:.4f}' for v in r['test_bpc_per_block'])} "
                   f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "

@@ -95,6 +95,27 @@ class ViT(nn.Module):
         return self.final(h[:, :1], c)[:, 0]  # (N, classes)
 
 
+def diffusion_vit(cfg, image_size, channels, num_classes):
+    """B ViTs of L/B layers (cfg.blocks, cfg.layers), each denoising the fixed label embedding (in R^width)."""
+    blocks = [ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, label_dim=cfg.width)
+              for depth in db.split_layers(cfg.layers, cfg.blocks)]
+    return db.DiffusionBlocks(blocks, embedding=db.target_embedding(num_classes, cfg.width, seed=cfg.seed),
+                              gamma=cfg.gamma, partition=cfg.partition)
+
+
+def ce_step(m, o, x, y):
+    """One cross-entropy step of a classifier (backprop, or a local piece); the loss, detached."""
+    with common.autocast(x.device):
+        loss = F.cross_entropy(m(None, None, x).float(), y)
+    return common.optimize(loss, m, o)
+
+
+def db_step(m, o, x, y, b, g=None):
+    """One DiffusionBlocks iteration of block b (Fig. 3); the loss, detached."""
+    with common.autocast(x.device):
+        return m.train_step(x, y, o, block=b, generator=g)[1]
+
+
 def main(cfg):
     device = common.pick_device(cfg.device)
     common.seed_everything(cfg.seed)
@@ -142,17 +163,10 @@ def main(cfg):
                           for i in range(0, len(x_test), 500))
         return {"test_acc": correct / len(x_test)}
 
-    def ce_step(m, o, x, y):  # one cross-entropy step of a classifier (backprop, or a local piece)
-        with common.autocast(device):
-            loss = F.cross_entropy(m(None, None, x).float(), y)
-        return common.optimize(loss, m, o)
-
     label_dim = cfg.width  # the fixed label embedding lives in R^width
 
     def new_diffusionblocks():
-        return db.DiffusionBlocks([new_vit(d, label_dim=label_dim) for d in split],
-                                  embedding=db.target_embedding(K, label_dim, seed=cfg.seed),
-                                  gamma=cfg.gamma, partition=cfg.partition).to(device)
+        return diffusion_vit(cfg, H, C, K).to(device)
 
     def chain_accuracy(model, calls=cfg.blocks):  # Euler steps on the block boundaries: one call per block (§4)
         grid, g = model.sigmas.flip(0)[:calls + 1], torch.Generator(device).manual_seed(cfg.seed)
@@ -192,10 +206,6 @@ def main(cfg):
             noise_gen = torch.Generator(device).manual_seed(cfg.seed)
             trained = range(cfg.blocks) if cfg.block < 0 else [cfg.block]
             iters = cfg.steps * len(trained)  # compute matching: every block gets N updates
-
-            def db_step(m, o, x, y, b, g=None):
-                with common.autocast(device):
-                    return m.train_step(x, y, o, block=b, generator=g)[1]
 
             def step(it, xy):
                 b = int(torch.randint(cfg.blocks, (1,), generator=gen)) if cfg.block < 0 else cfg.block
