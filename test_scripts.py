@@ -234,3 +234,89 @@ def test_lm_ngram_judge_is_a_normalised_distribution():
 def test_lm_bad_model_is_an_error_with_status_2(tmp_path):
     result = run_script("train_lm.py", "--preset", "smoke", "--model", "gru", "--out", str(tmp_path))
     assert result.returncode == 2 and "--model" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmark.py
+# ----------------------------------------------------------------------------------------------
+
+def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_plus_a_stem(tmp_path):
+    """--memory fit (steps at batches 2 and 3, activations extrapolated) gives exactly the bytes of a step at the
+    stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its own stem and head."""
+    rows = {}
+    for memory in ("fit", "step"):
+        out = tmp_path / f"{memory}.json"
+        result = run_script("benchmark.py", "--smoke", "--device", "cpu", "--memory", memory, "--repeats", "1",
+                            "--out", str(out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows[memory] = json.loads(out.read_text())
+    assert (tmp_path / "fit.png").exists()
+    required = {"arch", "blocks", "e2e_bytes", "block_bytes_max", "memory_ratio", "time_ratio", "device"}
+    for fit, step in zip(rows["fit"], rows["step"]):
+        assert required <= set(fit) and (fit["arch"], fit["blocks"]) == (step["arch"], step["blocks"])
+        for key in ("e2e", "block_max", "ckpt"):
+            assert fit[key] == step[key], (fit["arch"], fit["blocks"], key)
+        assert len(fit["block_bytes"]) == fit["blocks"] and fit["time_ratio"] > 0
+        assert fit["memory_ratio"] == fit["e2e_bytes"] / fit["block_bytes_max"]
+        e2e, ckpt = fit["e2e"], fit["ckpt"]
+        assert e2e["gradients"] == e2e["parameters"] and e2e["optimizer_state"] >= 2 * e2e["parameters"]  # AdamW
+        assert ckpt["parameters"] == e2e["parameters"] and ckpt["activations"] < e2e["activations"]
+    sys.path.insert(0, HERE)
+    from train_dit import DiT
+    stem_and_head = 4 * sum(p.numel() for p in DiT(8, 3, 2, 32, 0, 2, 10).parameters())  # benchmark's smoke DiT, 0 layers
+    dit = {r["blocks"]: r for r in rows["fit"] if r["arch"] == "dit"}
+    assert dit[2]["block_max"]["parameters"] == (dit[2]["e2e"]["parameters"] + stem_and_head) / 2  # 3 of 6 layers
+    assert dit[1]["memory_ratio"] == 1.0  # backprop is the one-block container
+
+
+# ----------------------------------------------------------------------------------------------
+# train_huginn.py
+# ----------------------------------------------------------------------------------------------
+
+def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path):
+    result = run_script("train_huginn.py", "--preset", "smoke", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    methods = json.loads((tmp_path / "metrics.json").read_text())["methods"]
+    assert set(methods) == {"bptt", "diffusionblocks"}
+    for r in methods.values():
+        assert 0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["gen_ppl"] >= 1
+        assert [q["iters"] for q in r["quality_vs_iters"]] == [1, 2, 4, 8]  # smoke: mean K = 4
+    bp, dbk = methods["bptt"], methods["diffusionblocks"]
+    assert dbk["train_layer_evals_per_step"] == 2 + 4 + 2  # one pass of prelude, core and coda
+    assert bp["train_layer_evals_per_step"] > 8  # 2 + 4K + 2 with a random K ≥ 1 of mean 4
+    assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
+    assert (tmp_path / "quality_vs_iters.png").exists() and (tmp_path / "comparison.png").exists()
+
+
+def test_huginn_layer_counter_iteration_sampler_and_causality():
+    """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step); K's mean = --mean-iters
+    within 5 standard errors of the closed form; the denoiser at position i depends on tokens and states ≤ i only."""
+    sys.path.insert(0, HERE)
+    from train_huginn import RecurrentDepthLM, build_model, huginn_iters, next_token_logits
+    torch.manual_seed(0)
+    x = torch.randint(11, (2, 6))
+    net = RecurrentDepthLM(vocab=11, width=16, heads=2, seq_len=6)
+    container = build_model("diffusionblocks", 11, 16, 2, 6)
+    for K in (1, 3, 5):
+        for model, expected in ((net, 2 + 4 * K + 2), (container, 2 + 6 * K)):
+            before = (model.blocks[0] if model is container else model).layer_evals
+            next_token_logits(model, x, K)
+            assert (model.blocks[0] if model is container else model).layer_evals - before == expected
+    mean, draws = 8, [huginn_iters(8, torch.Generator().manual_seed(s)) for s in range(4000)]
+    # K − 1 ~ Poisson(λ), λ = (mean − 1)·LogNormal(−σ²/2, σ): Var K = E λ + Var λ = 7 + 49·(e^{σ²} − 1), σ = 0.5
+    std = math.sqrt(7 + 49 * (math.exp(0.25) - 1))
+    assert min(draws) >= 1 and abs(sum(draws) / len(draws) - mean) < 5 * std / math.sqrt(len(draws))
+    assert {huginn_iters(1, torch.Generator().manual_seed(s)) for s in range(20)} == {1}
+    den = container.blocks[0]
+    with torch.no_grad():
+        for p in den.parameters():  # AdaLN-Zero starts as the identity with a zero head: wake every weight
+            p.normal_(0, 0.3)
+        z, c_noise = torch.randn(2, 6, 16), torch.randn(2, 6)
+        out = den(z, c_noise, x)
+        for j in range(6):
+            moved_x = den(z, c_noise, torch.cat([x[:, :j], (x[:, j:j + 1] + 1) % 11, x[:, j + 1:]], 1))
+            z2 = z.clone()
+            z2[:, j] += 1
+            for moved in (moved_x, den(z2, c_noise, x)):
+                changed = (moved - out).abs().amax(-1).amax(0) > 1e-6  # (6,) per position
+                assert changed.tolist() == [i >= j for i in range(6)], j

@@ -359,6 +359,24 @@ def train_step(m, o, x, b, g=None):
     return common.optimize(loss, m if isinstance(m, CausalLM) else m.blocks[b], o[b])
 
 
+def load_windows(cfg, window):
+    """--dataset cut into windows of `window` characters: (data, training windows at every offset (a view), test
+    windows with non-overlapping targets, the first --eval-sequences of them, gen_ppl's n-gram judge)."""
+    data = common.load_text(cfg.dataset, cfg.data_dir, cfg.seed)
+    if min(len(data["train"]), len(data["test"])) < window:
+        common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
+                    f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
+    test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window)
+    return (data, data["train"].unfold(0, window, 1), test, test if cfg.eval_sequences == 0 else test[:cfg.eval_sequences],
+            CharNgram(data["train"], len(data["chars"]), cfg.judge_order))
+
+
+def held_out_prompts(test, cfg):
+    """gen_ppl's prompts: the first seq_len − gen_tokens characters of gen_samples evenly spaced test windows
+    → (the windows' first seq_len characters (N, seq_len), the prompt length P)."""
+    return test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len], cfg.seq_len - cfg.gen_tokens
+
+
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
     try:
@@ -386,16 +404,9 @@ def main(cfg):
     common.seed_everything(cfg.seed)
     check_config(cfg)
     ar = cfg.model == "ar"
-    data = common.load_text(cfg.dataset, cfg.data_dir, cfg.seed)
-    chars, V = data["chars"], len(data["chars"])
     window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
-    if min(len(data["train"]), len(data["test"])) < window:
-        common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
-                    f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
-    train_windows = data["train"].unfold(0, window, 1)  # (T − window + 1, window), a view
-    test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window), non-overlapping targets
-    test_eval = test if cfg.eval_sequences == 0 else test[:cfg.eval_sequences]
-    judge = CharNgram(data["train"], V, cfg.judge_order)
+    data, train_windows, test, test_eval, judge = load_windows(cfg, window)
+    chars, V = data["chars"], len(data["chars"])
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
           f"V = {V}{' (with UNK)' if chars[-1] == common.UNK else ''}; {len(test_eval)} test sequences of {window} per "
@@ -452,8 +463,8 @@ def main(cfg):
         gen = torch.Generator(device).manual_seed(cfg.seed)
         with torch.no_grad(), common.autocast(device):
             if ar:  # greedy (or --temperature) continuations of held-out prompts
-                held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
-                P = cfg.seq_len - cfg.gen_tokens
+                held_out, P = held_out_prompts(test, cfg)
+                held_out = held_out.to(device)
                 prompts = held_out[:, :P]
                 continuations, sampled = (generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts,
                                                    cfg.gen_tokens, temperature, gen) for temperature in (cfg.temperature, 1.0))

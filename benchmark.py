@@ -1,0 +1,347 @@
+"""The memory and speed claim of DiffusionBlocks, measured at the paper's model sizes: one training step of the
+end-to-end (backprop) network against one step of each block of the B-block network, B ∈ {1, 2, 3, 4, 6}.
+
+  python benchmark.py --device cuda                     # every architecture, real peak memory, one GPU
+  python benchmark.py --device cpu                      # the same byte counts on a CPU, ≤ 10 minutes on 2 cores
+  python benchmark.py --device cpu --archs vit,dit      # a subset
+  python benchmark.py --smoke --out /tmp/bench.json     # tiny models, seconds (the test)
+
+Memory (db.training_memory of a real step): parameters, gradients and AdamW state of what the step trains (the whole
+backprop network, or one block: blocks share no parameter) and the tensors autograd saves for backward; on CUDA also
+the peak allocated memory, with only the trained block on the GPU, as in a process that trains that block alone.
+--memory fit (the CPU default: a DiT-S/2 step at batch 128 takes a minute there) takes real steps at batches 2 and 3
+and extrapolates the activations to the stated batch; that is exact because every saved tensor is batch-proportional
+or batch-independent (test_scripts.py checks it against a step at the stated batch). Not from batch 1: there some
+slices are views of the input (x[:, 1:] of a single row) and share its storage, so batch 1 saves less.
+Time: median seconds per step over --repeats after --warmup, at --time-batch (on a CPU 1/16 of the stated batch:
+8 images, 1 sequence); the time ratio is the slowest block over end-to-end, from the same run.
+Activation checkpointing (the paper's comparison point): the end-to-end step with every transformer layer in
+torch.utils.checkpoint (non-reentrant); it keeps each layer's input instead of its activations (the one layer
+recomputed during backward is transient, like every backward buffer, and is seen only in the CUDA peak).
+
+Architectures (models and training steps imported from the task scripts, at their paper presets):
+  vit     train_vit.ViT + ce_step (backprop), diffusion_vit + db_step: 12 layers, width 128, CIFAR-100, batch 128
+  dit     train_dit.new_model + db_step (backprop = one block over all σ): DiT-S/2, 32×32×3, batch 128
+  mdm/ar  train_lm.build_model + train_step: 12 layers, width 768, seq 256, batch 8 (AR blocks see [noisy ; clean])
+  huginn  train_huginn.build_model + bptt_step at K = mean K (32, BPTT 8) vs diffusion_step (one core pass);
+          2+4+2 layers, width 512, seq 256, batch 8. No partition: its row compares the two steps at "B = 1".
+Writes --out (a list of rows {"arch", "blocks", "e2e_bytes", "block_bytes_max", "memory_ratio", "time_ratio",
+"device", ...}, with every part of the memory) and the plot beside it (.png).
+"""
+import argparse
+import collections
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+import common
+import diffusionblocks as db
+import train_dit
+import train_huginn
+import train_lm
+import train_vit
+
+PARTS = ("parameters", "gradients", "optimizer_state", "activations")
+Arch = collections.namedtuple("Arch", "title batch data models counts")
+# data(n) -> a batch of n random inputs (CPU tensors); models(B) -> (model, parts, step), B = None: end-to-end;
+# step(model, optimizers, batch, b) trains parts[b]; counts: the B this architecture has (None: --blocks).
+
+
+def vit(smoke):
+    """train_vit.py's paper preset: 12 layers, width 128, patch 4 on CIFAR-100 (3×32×32, 100 classes), batch 128."""
+    cfg = train_vit.Config(**{**train_vit.PRESETS["paper"],
+                              **(dict(layers=6, width=32, heads=2, patch=2, batch_size=4) if smoke else {})})
+    C, H, K = 3, 8 if smoke else 32, 100
+
+    def models(B):
+        if B is None:
+            model = train_vit.ViT(H, C, cfg.patch, cfg.width, cfg.layers, cfg.heads, K)
+            return model, [model], lambda m, o, batch, b: train_vit.ce_step(m, o[b], *batch)
+        model = train_vit.diffusion_vit(dataclasses.replace(cfg, blocks=B), H, C, K)
+        return model, list(model.blocks), lambda m, o, batch, b: train_vit.db_step(m, o, *batch, b)
+
+    title = f"ViT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {C}×{H}×{H}, {K} classes, batch {cfg.batch_size}"
+    return Arch(title, cfg.batch_size, lambda n: [torch.randn(n, C, H, H), torch.randint(K, (n,))], models, None)
+
+
+def dit(smoke):
+    """train_dit.py's paper preset (DiT-S/2: 12 layers, width 384, 6 heads) on 3×32×32 CIFAR-10, batch 128."""
+    cfg = train_dit.Config(**{**train_dit.PRESETS["paper"], "batch_size": 128,
+                              **(dict(layers=6, width=32, heads=2, batch_size=4) if smoke else {})})
+    C, H, K = 3, 8 if smoke else 32, 10
+
+    def models(B):
+        model = train_dit.new_model(cfg, B or 1, H, C, K)
+        return model, list(model.blocks), lambda m, o, batch, b: train_dit.db_step(m, o, *batch, b)
+
+    title = f"DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {C}×{H}×{H}, batch {cfg.batch_size}"
+    return Arch(title, cfg.batch_size, lambda n: [torch.randint(K + 1, (n,)), torch.randn(n, C, H, H)], models, None)
+
+
+def lm(kind, smoke):
+    """train_lm.py's paper preset of --model kind (12 layers, width 768, seq 256), text8's 27 characters, batch 8."""
+    cfg = train_lm.Config(**{**train_lm.PRESETS[kind]["paper"], "model": kind, "batch_size": 8,
+                             **(dict(layers=6, width=32, heads=2, seq_len=16, batch_size=4) if smoke else {})})
+    V, window = 27, cfg.seq_len + (kind == "ar")  # AR windows: n context characters and the next one
+
+    def models(B):
+        model = train_lm.build_model(dataclasses.replace(cfg, blocks=B or 1), V,
+                                     "backprop" if B is None else "diffusionblocks")
+        parts = [model] if isinstance(model, train_lm.CausalLM) else list(model.blocks)
+        return model, parts, lambda m, o, batch, b: train_lm.train_step(m, o, *batch, b)
+
+    title = f"{kind.upper()} LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}"
+    return Arch(title, cfg.batch_size, lambda n: [torch.randint(V, (n, window))], models, None)
+
+
+def huginn(smoke):
+    """train_huginn.py's paper preset: 2+4+2 layers, width 512, seq 256, BPTT at the mean K (32, last 8), batch 8."""
+    cfg = train_huginn.Config(**{**train_huginn.PRESETS["paper"], "batch_size": 8, **(
+        dict(width=32, heads=2, seq_len=16, mean_iters=4, bptt=2, batch_size=4) if smoke else {})})
+    V = 27
+
+    def bptt(m, o, batch, b):  # the baseline at K = its mean K
+        return train_huginn.bptt_step(m, o[b], *batch, cfg.mean_iters, cfg.bptt)
+
+    def diffusion(m, o, batch, b):
+        return train_huginn.diffusion_step(m, o[b], *batch)
+
+    def models(B):
+        method = "bptt" if B is None else "diffusionblocks"
+        model = train_huginn.build_model(method, V, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core,
+                                         cfg.coda, cfg.seed)
+        return model, [model], bptt if B is None else diffusion
+
+    title = (f"Huginn {cfg.prelude}+{cfg.core}+{cfg.coda}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}: "
+             f"BPTT (K = {cfg.mean_iters}, last {cfg.bptt}) vs one σ-conditioned core pass")
+    return Arch(title, cfg.batch_size, lambda n: [torch.randint(V, (n, cfg.seq_len + 1))], models, (1,))
+
+
+ARCHS = {"vit": vit, "dit": dit, "mdm": functools.partial(lm, "mdm"), "ar": functools.partial(lm, "ar"),
+         "huginn": huginn}
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------------------------
+
+def place(model, part, device):
+    """`part` and the container's own buffers (the target embedding) on `device`, every other block on the CPU."""
+    model.cpu()
+    for name, buffer in model.named_buffers(recurse=False):
+        setattr(model, name, buffer.to(device))
+    return part.to(device)
+
+
+def extrapolate(at2, at3, batch):
+    """Bytes at `batch` from steps at batches 2 and 3: the trained state does not depend on the batch, the saved
+    activations are affine in it (batch-proportional tensors plus batch-independent ones such as masks)."""
+    assert all(at2[p] == at3[p] for p in PARTS[:3]), (at2, at3)
+    memory = {p: at2[p] for p in PARTS[:3]}
+    memory["activations"] = at2["activations"] + (batch - 2) * (at3["activations"] - at2["activations"])
+    memory["total"] = sum(memory[p] for p in PARTS)
+    return memory
+
+
+def seconds_per_step(step, warmup, repeats):
+    """Median wall seconds of step() over `repeats` calls after `warmup`; float() of the loss waits for the device."""
+    for _ in range(warmup):
+        float(step())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        float(step())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_batch(arch, args):
+    """Batch of the timed steps: --time-batch (0: the stated batch), by default 1/16 of the stated batch on a CPU."""
+    if args.time_batch is None:
+        return arch.batch if args.device.type == "cuda" else max(1, arch.batch // 16)
+    return min(args.time_batch or arch.batch, arch.batch)
+
+
+def measure(arch, model, parts, step, b, args):
+    """Training memory (bytes by part) of one step of parts[b] alone at the stated batch, and its seconds per step."""
+    part = place(model, parts[b], args.device)
+    optimizers = [None] * len(parts)
+    optimizers[b] = torch.optim.AdamW(part.parameters())
+
+    def stepper(n):
+        batch = [t.to(args.device) for t in arch.data(n)]
+        return lambda: step(model, optimizers, batch, b)
+
+    if args.memory == "step":
+        memory = db.training_memory(stepper(arch.batch), part.parameters(), optimizers[b])
+    else:
+        memory = extrapolate(*(db.training_memory(stepper(n), part.parameters(), optimizers[b]) for n in (2, 3)),
+                             arch.batch)
+    seconds = seconds_per_step(stepper(time_batch(arch, args)), args.warmup, args.repeats)
+    part.zero_grad(set_to_none=True)
+    model.cpu()
+    return memory, seconds
+
+
+@contextlib.contextmanager
+def checkpointed(model):
+    """Every transformer layer of `model` recomputed in backward: torch.utils.checkpoint, non-reentrant."""
+    layers = [m for m in model.modules() if isinstance(m, db.AdaLNZeroLayer)]
+    for layer in layers:
+        layer.forward = functools.partial(checkpoint, type(layer).forward, layer, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward
+
+
+def benchmark(name, arch, args):
+    """Rows of one architecture: end-to-end (plain and checkpointed) against every block of every B."""
+    model, parts, step = arch.models(None)
+    e2e, e2e_seconds = measure(arch, model, parts, step, 0, args)
+    with checkpointed(model):
+        ckpt, ckpt_seconds = measure(arch, model, parts, step, 0, args)
+    rows = []
+    for B in arch.counts or args.blocks:
+        model, parts, step = arch.models(B)
+        memories, seconds = zip(*(measure(arch, model, parts, step, b, args) for b in range(len(parts))))
+        largest = max(memories, key=lambda m: m["total"])
+        ideal = None if arch.counts else B  # huginn: one core pass against BPTT, no partition
+        rows.append({
+            "arch": name, "blocks": B, "e2e_bytes": e2e["total"], "block_bytes_max": largest["total"],
+            "memory_ratio": e2e["total"] / largest["total"], "time_ratio": max(seconds) / e2e_seconds,
+            "device": str(args.device), "ideal_ratio": ideal, "time_ratio_mean": statistics.mean(seconds) / e2e_seconds,
+            "e2e": e2e, "block_max": largest, "block_bytes": [m["total"] for m in memories],
+            "e2e_seconds": e2e_seconds, "block_seconds": list(seconds),
+            # the part that keeps the ratio below B: bytes of the largest block above 1/B of end-to-end
+            "excess_bytes": {p: largest[p] - e2e[p] / B for p in PARTS} if ideal else None,
+            "ckpt_bytes": ckpt["total"], "ckpt": ckpt, "ckpt_memory_ratio": e2e["total"] / ckpt["total"],
+            "ckpt_time_ratio": ckpt_seconds / e2e_seconds, "title": arch.title, "batch": arch.batch,
+            "time_batch": time_batch(arch, args), "memory_method": args.memory,
+            "warmup": args.warmup, "repeats": args.repeats})
+        if "cuda_peak" in e2e:  # --memory step on CUDA: the real peaks
+            rows[-1].update(e2e_cuda_peak=e2e["cuda_peak"], ckpt_cuda_peak=ckpt["cuda_peak"],
+                            block_cuda_peak_max=max(m["cuda_peak"] for m in memories))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: table, JSON, plot
+# ----------------------------------------------------------------------------------------------
+
+def _mib(n):
+    return f"{common.mib(n):>9.1f}"
+
+
+def verdict(r):
+    """The memory (≥ 0.85·B) and time (≤ 1.2/B) targets; for a missed memory target, the part most above 1/B."""
+    B = r["ideal_ratio"]
+    if not B:
+        return ""
+    memory_ok, time_ok = r["memory_ratio"] >= 0.85 * B, r["time_ratio"] <= 1.2 / B
+    text = f"{'ok' if memory_ok else 'MISS'}, {'ok' if time_ok else 'MISS'}"
+    if not memory_ok:
+        part = max(PARTS, key=r["excess_bytes"].get)
+        text += f"; {part} +{common.mib(r['excess_bytes'][part]):.1f} MiB over 1/B of end-to-end"
+    if "e2e_cuda_peak" in r:
+        text += f"; CUDA peak {common.mib(r['e2e_cuda_peak']):.0f} → {common.mib(r['block_cuda_peak_max']):.0f} MiB"
+    return text
+
+
+def print_table(rows):
+    """One line per (architecture, B) and one for activation checkpointing."""
+    print(f"{'arch':<7} {'B':>4} {'e2e MiB':>9} {'block MiB':>9} {'ratio':>6} {'ideal':>5} {'time ratio':>10} "
+          f"{'(mean)':>6}  targets (memory, time); what keeps the ratio down")
+    for name in dict.fromkeys(r["arch"] for r in rows):
+        arch_rows = [r for r in rows if r["arch"] == name]
+        print(f"{name}: {arch_rows[0]['title']}; timed at batch {arch_rows[0]['time_batch']}")
+        for r in arch_rows:
+            print(f"{name:<7} {r['blocks']:>4} {_mib(r['e2e_bytes'])} {_mib(r['block_bytes_max'])} "
+                  f"{r['memory_ratio']:>6.2f} {r['ideal_ratio'] or '-':>5} {r['time_ratio']:>10.3f} "
+                  f"{r['time_ratio_mean']:>6.3f}  {verdict(r)}")
+        r = arch_rows[0]
+        print(f"{name:<7} {'ckpt':>4} {_mib(r['e2e_bytes'])} {_mib(r['ckpt_bytes'])} {r['ckpt_memory_ratio']:>6.2f} "
+              f"{'-':>5} {r['ckpt_time_ratio']:>10.3f} {'':>6}  activation checkpointing: activations "
+              f"{common.mib(r['e2e']['activations']):.0f} → {common.mib(r['ckpt']['activations']):.0f} MiB"
+              + (f"; CUDA peak {common.mib(r['ckpt_cuda_peak']):.0f} MiB" if "ckpt_cuda_peak" in r else ""))
+
+
+def plot(rows, path):
+    """Largest block / end-to-end memory against B per architecture, the ideal 1/B, and checkpointing at B = 1."""
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    counts = sorted({r["blocks"] for r in rows})
+    ax.plot(counts, [1 / B for B in counts], "k--", label="ideal 1/B")
+    for name in dict.fromkeys(r["arch"] for r in rows):
+        arch_rows = [r for r in rows if r["arch"] == name]
+        label = name if arch_rows[0]["ideal_ratio"] else f"{name}: one core pass / BPTT"
+        line, = ax.plot([r["blocks"] for r in arch_rows], [1 / r["memory_ratio"] for r in arch_rows], "o-", label=label)
+        ax.plot([1], [1 / arch_rows[0]["ckpt_memory_ratio"]], "x", color=line.get_color(), markersize=9)
+    ax.plot([], [], "kx", label="activation checkpointing (end-to-end)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(counts, [str(B) for B in counts])
+    shown = [1 / r["memory_ratio"] for r in rows] + [1 / r["ckpt_memory_ratio"] for r in rows] + [1 / max(counts)]
+    ticks = [t for t in (1 / 16, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 1, 2, 4)
+             if min(shown) / 1.2 <= t <= max(shown) * 1.2]  # fractions, not powers of 2
+    ax.set_yticks(ticks, [f"1/{round(1 / t)}" if t < 1 else str(round(t)) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("blocks B")
+    ax.set_ylabel("training memory per step, largest block / end-to-end")
+    ax.set_title(f"measured on {rows[0]['device']} (parameters, gradients, AdamW state, activations)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--archs", default=",".join(ARCHS), help=f"comma-separated subset of {', '.join(ARCHS)}")
+    parser.add_argument("--blocks", default="1,2,3,4,6", help="block counts B (the paper's ablation: 1,2,3,4,6)")
+    parser.add_argument("--memory", choices=["step", "fit"], help="bytes from one step at the stated batch (default "
+                        "on CUDA), or fitted from steps at batches 2 and 3 (default elsewhere)")
+    parser.add_argument("--time-batch", type=int, help="batch of the timed steps; 0 = the stated batch (default "
+                        "on CUDA; elsewhere 1/16 of it, at least 1: 8 images, 1 sequence)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps; the median is reported")
+    parser.add_argument("--smoke", action="store_true", help="tiny models (6 layers, width 32): seconds, for the test")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/benchmark.json", help="rows as JSON; the plot goes beside (.png)")
+    args = parser.parse_args()
+    args.device = device = common.pick_device(args.device)
+    names = args.archs.split(",")
+    if not set(names) <= set(ARCHS):
+        common.fail(f"--archs: unknown {sorted(set(names) - set(ARCHS))}; allowed: {', '.join(ARCHS)}")
+    args.blocks = [int(B) for B in args.blocks.split(",")]
+    args.memory = args.memory or ("step" if device.type == "cuda" else "fit")
+    if min(args.blocks) < 1 or (args.time_batch or 0) < 0 or args.warmup < 0 or args.repeats < 1:
+        common.fail("need --blocks >= 1, --time-batch >= 0, --warmup >= 0 and --repeats >= 1")
+    torch.manual_seed(args.seed)
+    memory = "one step at the stated batch" if args.memory == "step" else "fitted from steps at batches 2 and 3"
+    print(f"device {device}; memory: {memory}; time: median of {args.repeats} steps after {args.warmup} warm-up")
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        rows += benchmark(name, ARCHS[name](args.smoke), args)
+        print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
+    print_table(rows)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    plot(rows, os.path.splitext(args.out)[0] + ".png")
+    print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.png")
+
+
+if __name__ == "__main__":
+    main()
