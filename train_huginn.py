@@ -45,7 +45,7 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from train_lm import generate, held_out_prompts, load_windows
+from train_lm import continue_held_out, load_windows, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
@@ -307,19 +307,10 @@ def main(cfg):
         """Quality against K; gen_ppl of greedy continuations of held-out prompts (train_lm.py's AR protocol)."""
         quality = [quality_at(model, k) for k in sweep]
         gen = torch.Generator(device).manual_seed(cfg.seed)
-        held_out, P = held_out_prompts(test, cfg)
-        held_out = held_out.to(device)
-        prompts = held_out[:, :P]
-        with torch.no_grad(), common.autocast(device):
-            continuations = generate(lambda x: next_token_logits(model, x, K, gen)[:, -1], prompts, cfg.gen_tokens,
-                                     cfg.temperature, gen)
-        texts = [common.decode(p, chars) + " ‖ " + common.decode(c, chars) for p, c in zip(prompts, continuations)]
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
-            f.write("\n\n".join(texts) + "\n")
-        return {"gen_ppl": judge.perplexity(torch.cat([prompts, continuations], 1), start=P),
-                "judge_ppl_held_out": judge.perplexity(held_out, start=P), "samples": texts[:3],
-                "quality_vs_iters": quality}
+        (texts,), (gen_ppl,), judge_ppl = continue_held_out(lambda x: next_token_logits(model, x, K, gen)[:, -1], test,
+                                                           cfg, judge, chars, (cfg.temperature,), gen, device)
+        write_samples(texts, run_dir)
+        return {"gen_ppl": gen_ppl, "judge_ppl_held_out": judge_ppl, "samples": texts[:3], "quality_vs_iters": quality}
 
     def train(method):
         common.seed_everything(cfg.seed)

@@ -371,10 +371,29 @@ def load_windows(cfg, window):
             CharNgram(data["train"], len(data["chars"]), cfg.judge_order))
 
 
-def held_out_prompts(test, cfg):
-    """gen_ppl's prompts: the first seq_len − gen_tokens characters of gen_samples evenly spaced test windows
-    → (the windows' first seq_len characters (N, seq_len), the prompt length P)."""
-    return test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len], cfg.seq_len - cfg.gen_tokens
+def continue_held_out(next_logits, test, cfg, judge, chars, temperatures, generator, device):
+    """The AR gen_ppl protocol: continue the first seq_len − gen_tokens characters of gen_samples evenly spaced
+    test windows by gen_tokens characters, once per temperature (0 = greedy), from next_logits(x) (N, V).
+    → (texts "prompt ‖ continuation" per temperature, gen_ppl per temperature: the judge's perplexity of the
+    generated characters, the judge's perplexity of the real continuations)."""
+    held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
+    P = cfg.seq_len - cfg.gen_tokens
+    prompts = held_out[:, :P]
+    texts, gen_ppl = [], []
+    with torch.no_grad(), common.autocast(device):
+        for temperature in temperatures:
+            continuations = generate(next_logits, prompts, cfg.gen_tokens, temperature, generator)
+            texts.append([common.decode(p, chars) + " ‖ " + common.decode(c, chars)
+                          for p, c in zip(prompts, continuations)])
+            gen_ppl.append(judge.perplexity(torch.cat([prompts, continuations], 1), start=P))
+    return texts, gen_ppl, judge.perplexity(held_out, start=P)
+
+
+def write_samples(texts, run_dir):
+    """run_dir/samples.txt: the generated texts, a blank line apart."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
+        f.write("\n\n".join(texts) + "\n")
 
 
 def check_config(cfg):
@@ -461,26 +480,18 @@ def main(cfg):
     def final_evaluation(model, run_dir):
         """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice."""
         gen = torch.Generator(device).manual_seed(cfg.seed)
-        with torch.no_grad(), common.autocast(device):
-            if ar:  # greedy (or --temperature) continuations of held-out prompts
-                held_out, P = held_out_prompts(test, cfg)
-                held_out = held_out.to(device)
-                prompts = held_out[:, :P]
-                continuations, sampled = (generate(lambda x: ar_logits(model, x, 1, gen)[:, 0], prompts,
-                                                   cfg.gen_tokens, temperature, gen) for temperature in (cfg.temperature, 1.0))
-                texts = [common.decode(p, chars) + " ‖ " + common.decode(c, chars)
-                         for p, c in zip(prompts, continuations)]
-                result = {"gen_ppl": judge.perplexity(torch.cat([prompts, continuations], 1), start=P),
-                          "gen_ppl_t1": judge.perplexity(torch.cat([prompts, sampled], 1), start=P),
-                          "judge_ppl_held_out": judge.perplexity(held_out, start=P)}  # the real continuations
-            else:
+        if ar:  # greedy (or --temperature) continuations of held-out prompts, and at temperature 1
+            (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
+                lambda x: ar_logits(model, x, 1, gen)[:, 0], test, cfg, judge, chars, (cfg.temperature, 1.0), gen,
+                device)
+            result = {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl}
+        else:
+            with torch.no_grad(), common.autocast(device):
                 samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
                 texts = [common.decode(s, chars) for s in samples]
                 result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
                           "test_bpc_per_block": bpc_per_slice(model).tolist()}
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
-            f.write("\n\n".join(texts) + "\n")
+        write_samples(texts, run_dir)
         return {**result, "samples": texts[:3]}
 
     def train(method):
