@@ -60,6 +60,15 @@ class BaseConfig:
     ckpt_every: int = option(500, "iterations between checkpoints")
 
 
+@dataclasses.dataclass
+class DiscreteConfig(BaseConfig):
+    """BaseConfig and the DiffusionBlocks options for a class or token target (ViT, AR LM, Huginn)."""
+    weighting: str = option("uniform", "DiffusionBlocks loss weight over σ (db.DiffusionBlocks): uniform, or EDM's "
+                            "λ(σ); chosen on validation data (README)", ["uniform", "edm"])
+    mislabel: float = option(0.2, "rate of wrong-class hints in DiffusionBlocks training (db.DiffusionBlocks, a "
+                             "corrupted forward process); chosen on validation data (README)")
+
+
 def fail(message, status=2):
     """Print a one-line error for a user's mistake and exit (2: bad input, 1: failed mid-run)."""
     print(f"error: {message}", file=sys.stderr)
@@ -95,6 +104,8 @@ def parse_config(config_class, presets, methods, argv=None):
         fail(f"--gamma must be in [0, 0.5), got {cfg.gamma}")
     if cfg.lr <= 0:
         fail(f"--lr must be > 0, got {cfg.lr}")
+    if not 0 <= getattr(cfg, "mislabel", 0) < 1:
+        fail(f"--mislabel must be in [0, 1), got {cfg.mislabel}")
     if (cfg.block >= 0 or cfg.assemble) and cfg.method != "diffusionblocks":
         fail("--block and --assemble need --method diffusionblocks")
     if cfg.block >= cfg.blocks:
@@ -166,6 +177,12 @@ def _torchvision_images(name, data_dir):
              f"Download it where you have internet (torchvision.datasets.{cls.__name__}) and point "
              "--data-dir at that folder, or convert it to npz:PATH")
     return (_as_nchw(train.data), torch.as_tensor(train.targets), _as_nchw(test.data), torch.as_tensor(test.targets))
+
+
+def validation_split(data, seed):
+    """The same data with the test split replaced by 20 % of the training split, held out (seeded)."""
+    x_train, y_train, x_val, y_val = _split(data["x_train"], data["y_train"], seed)
+    return {**data, "x_train": x_train, "y_train": y_train, "x_test": x_val, "y_test": y_val}
 
 
 def load_images(name, data_dir, seed):

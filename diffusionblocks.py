@@ -9,7 +9,7 @@ EDM: Karras et al. 2022, https://arxiv.org/abs/2206.00364; DiT: Peebles & Xie 20
 
 Public names, in paper order:
   partition      SIGMA_MIN SIGMA_MAX P_MEAN P_STD SIGMA_DATA, split_layers, block_sigmas,
-                 block_slice, block_of, sample_sigma, sampling_sigmas
+                 block_slice, block_of, sample_sigma, sampling_sigmas, prediction_sigmas
   EDM            precondition, loss_weight, mean_loss_weight
   layers         sigma_embedding, modulate, AdaLNZeroLayer, FinalLayer
   blocks         target_embedding, DiffusionBlocks (.loss, .train_step, .denoise, .sample, .predict)
@@ -117,6 +117,32 @@ def sampling_sigmas(num_steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=
     sigmas = torch.exp(p_mean + p_std * torch.special.ndtri(q_min + fraction * (q_max - q_min)))
     sigmas[0], sigmas[-1] = sigma_max, sigma_min
     return sigmas
+
+
+def prediction_sigmas(sigmas, calls, grid="boundaries", p_mean=P_MEAN, p_std=P_STD):
+    """Descending σ grid of a read-out chain with `calls` network calls (one per σ but the last) (§4).
+
+    "boundaries": calls/B steps equal in the log-normal CDF inside each block's slice, starting at its top,
+    so every block is called equally often (for B calls: once each, at σ_max and the inner boundaries).
+    "final": the authors' read-out, calls − 1 Euler steps on the equal-CDF grid (`sampling_sigmas`) and
+    one more call at σ_min, written as a zero-length last step (σ_min repeated).
+    """
+    num_blocks = len(sigmas) - 1
+    if grid == "boundaries":
+        if not (isinstance(calls, int) and calls >= 1 and calls % num_blocks == 0):
+            raise ValueError(f"grid 'boundaries' needs calls to be a multiple of B = {num_blocks}, got {calls!r}")
+        q = _std_normal_cdf(sigmas, p_mean, p_std)  # (B+1,) ascending
+        steps = torch.arange(calls // num_blocks, dtype=torch.float64) / (calls // num_blocks)
+        points = torch.cat([(q[:-1, None] + steps * (q[1:] - q[:-1])[:, None]).flatten(), q[-1:]])
+        grid_sigmas = torch.exp(p_mean + p_std * torch.special.ndtri(points)).flip(0)
+        grid_sigmas[::calls // num_blocks] = sigmas.flip(0).to(torch.float64)  # exact boundaries
+        return grid_sigmas
+    if grid == "final":
+        if not (isinstance(calls, int) and calls >= 2):
+            raise ValueError(f"grid 'final' needs calls >= 2 (Euler steps, then the call at σ_min), got {calls!r}")
+        steps = sampling_sigmas(calls - 1, float(sigmas[0]), float(sigmas[-1]), p_mean, p_std)
+        return torch.cat([steps, steps[-1:]])
+    raise ValueError(f"grid must be 'boundaries' or 'final', got {grid!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,15 +264,24 @@ class DiffusionBlocks(nn.Module):
     (continuous targets) or logits over the classes (discrete targets, `embedding` given). Blocks share
     no trainable parameter; the only shared object is the fixed target embedding buffer.
 
-    Loss: λ(σ)·ℓ per sample (σ per sample, or per token when y is a sequence of class indices), with
-    ℓ the squared error of D (continuous) or the cross-entropy of the logits (discrete), divided by
-    the exact mean weight E[λ] of the block's slice. Inside a slice this is EDM's weighting; across
-    blocks every loss has unit-mean weight, so one learning rate and one clipping threshold serve
-    all blocks even though λ reaches 2.5e5 at σ_min.
+    Loss (`weighting`): ℓ is the squared error of D (continuous) or the cross-entropy of the logits
+    (discrete), one σ per sample (per token when y is a sequence of class indices).
+      "edm":     λ(σ)·ℓ divided by the exact mean E[λ] of the block's slice: EDM's weighting inside a
+                 slice, unit mean across blocks, so one learning rate and clipping threshold serve all
+                 blocks although λ reaches 2.5e5 at σ_min. The default for continuous targets.
+      "uniform": ℓ with weight 1 at every σ. The default for discrete targets: λ puts a block's loss at
+                 the bottom of its slice, where the noisy label already gives the answer, while the read-out
+                 chain queries the block at the top; measured on validation data it reads out worse
+                 (README, ViT ablation). The authors' ViT code trains with mean(ℓ)·mean(λ), i.e. the same.
+    `mislabel` (discrete targets): rate r of a corrupted forward process. With probability r per sample
+    (token), z = E[k] + σε is built from a uniformly drawn wrong class k ≠ y while the target stays y, so
+    q(z | y) = (1−r)·N(E[y], σ²) + r·mean_k≠y N(E[k], σ²). A block can then no longer copy the label
+    its input carries, and must check it against x. Each block draws its own corruption: it still
+    trains alone.
     """
 
-    def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", sigma_data=SIGMA_DATA,
-                 sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD):
+    def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", weighting=None, mislabel=0.0,
+                 sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         seen = {}
@@ -255,10 +290,16 @@ class DiffusionBlocks(nn.Module):
                 if p.requires_grad and seen.setdefault(id(p), b) != b:
                     raise ValueError(f"blocks {seen[id(p)]} and {b} share a trainable parameter; "
                                      "each block must own its own (build a fresh module per block)")
+        weighting = weighting or ("uniform" if embedding is not None else "edm")
+        if weighting not in ("edm", "uniform"):
+            raise ValueError(f"weighting must be 'edm' or 'uniform', got {weighting!r}")
+        if not 0 <= mislabel < 1 or (mislabel and embedding is None):
+            raise ValueError(f"mislabel must be in [0, 1) and needs discrete targets (an embedding), got {mislabel}")
         self.register_buffer("sigmas", block_sigmas(len(self.blocks), partition, sigma_min, sigma_max, p_mean, p_std))
         self.register_buffer("embedding", embedding)
         self.slices = [block_slice(self.sigmas, b, gamma) for b in range(len(self.blocks))]
         self.gamma, self.partition, self.sigma_data = gamma, partition, sigma_data
+        self.weighting, self.mislabel = weighting, mislabel
         self.p_mean, self.p_std = p_mean, p_std
         self.mean_weights = [mean_loss_weight(lo, hi, sigma_data, p_mean, p_std) for lo, hi in self.slices]
 
@@ -283,9 +324,18 @@ class DiffusionBlocks(nn.Module):
         c_skip, c_out, _, _ = precondition(torch.as_tensor(sigma, dtype=z.dtype, device=z.device), self.sigma_data)
         return _append_dims(c_skip, z) * z + _append_dims(c_out, z) * out
 
+    def noisy_hint(self, target, generator=None):
+        """Discrete y: the class whose embedding z is built from; a wrong one with probability `mislabel`."""
+        if not self.mislabel:
+            return target
+        num_classes, device = len(self.embedding), target.device
+        wrong = (target + torch.randint(1, num_classes, target.shape, generator=generator, device=device)) % num_classes
+        flip = torch.rand(target.shape, generator=generator, device=device) < self.mislabel
+        return torch.where(flip, wrong, target)  # wrong is uniform over the K − 1 other classes
+
     def loss(self, x, target, block, generator=None):
-        """Slice-normalised λ(σ)·ℓ(D_b(y + σε, σ, x), y) for σ ~ p_σ on block b's slice (§3, Eq. 6)."""
-        y = self.embedding[target] if self.discrete else target
+        """Weighted ℓ(D_b(y + σε, σ, x), y) for σ ~ p_σ on block b's slice (§3, Eq. 6; see `weighting`)."""
+        y = self.embedding[self.noisy_hint(target, generator)] if self.discrete else target
         sigma_shape = target.shape if self.discrete else target.shape[:1]
         lo, hi = self.slices[block]
         sigma = sample_sigma(sigma_shape, lo, hi, self.p_mean, self.p_std, generator, y.device)
@@ -302,6 +352,8 @@ class DiffusionBlocks(nn.Module):
             c_skip, c_out, _, _ = precondition(sigma, self.sigma_data)
             D = _append_dims(c_skip, y) * z + _append_dims(c_out, y) * out
             ell = (D.float() - y.float()).pow(2).flatten(1).mean(1)
+        if self.weighting == "uniform":
+            return ell.mean()
         return (loss_weight(sigma, self.sigma_data) * ell).mean() / self.mean_weights[block]
 
     def train_step(self, x, target, optimizers, block=None, generator=None, clip_grad=1.0):
@@ -324,17 +376,31 @@ class DiffusionBlocks(nn.Module):
         return (sampler or sample_euler)(lambda z, sigma: self.denoise(z, sigma, x), sigmas, noise)
 
     @torch.no_grad()
-    def predict(self, x, shape, sigmas, generator=None, device=None):
-        """Discrete y: logits of the last network call after the Euler chain (§4); argmax is the prediction."""
-        last = {}
+    def predict(self, x, shape, sigmas, start="mean", readout="last", generator=None, device=None):
+        """Discrete y: logits read out of the Euler chain on `sigmas` (§4; grids: `prediction_sigmas`).
+
+        start="mean": z_0 = 0, the prior's mean; deterministic, and for an exact denoiser it lands on the
+        posterior's mode: a *prediction*, to compare with a baseline's argmax. start="noise": z_0 = σ_0·ε;
+        the probability-flow ODE then lands on a *draw* from the model's distribution, to compare with a
+        baseline's temperature-1 sampling. readout: "last", the last call's logits; "sum", the sum of every
+        call's log-softmax (each block's vote); "all", every call's logits stacked, (calls, *shape[:-1], K).
+        """
+        if start not in ("mean", "noise") or readout not in ("last", "sum", "all"):
+            raise ValueError(f"start must be 'mean' or 'noise' and readout 'last', 'sum' or 'all'; "
+                             f"got start={start!r}, readout={readout!r}")
+        calls = []
 
         def D(z, sigma):
-            block = int(block_of(float(sigma), self.sigmas))
-            last["logits"] = self.network(z, sigma, x, block)
-            return last["logits"].softmax(-1) @ self.embedding
+            calls.append(self.network(z, sigma, x, int(block_of(float(sigma), self.sigmas))))
+            return calls[-1].softmax(-1) @ self.embedding
 
-        sample_euler(D, sigmas, torch.randn(shape, generator=generator, device=device))
-        return last["logits"]
+        z0 = torch.randn(shape, generator=generator, device=device) if start == "noise" else torch.zeros(shape, device=device)
+        sample_euler(D, sigmas, z0)
+        if readout == "last":
+            return calls[-1]
+        if readout == "sum":
+            return sum(logits.float().log_softmax(-1) for logits in calls)
+        return torch.stack(calls)
 
 
 def _append_dims(t, like):

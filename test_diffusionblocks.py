@@ -178,6 +178,91 @@ def test_euler_sampler_reproduces_gaussian_and_routes_each_step():
     assert torch.equal(z, again)
 
 
+class DiscreteOracle(nn.Module):
+    """F returning the exact posterior logits of y ∈ {rows of E} given z: log π_k + z·e_k/σ² (rows orthonormal).
+
+    x is the prior π per sample, (N, K); σ and z are recovered from c_noise and c_in·z.
+    """
+
+    def __init__(self, E):
+        super().__init__()
+        self.E = E
+
+    def forward(self, z_in, c_noise, x):
+        sigma = torch.exp(4 * c_noise.double())[:, None]
+        z = z_in.double() * (sigma ** 2 + db.SIGMA_DATA ** 2).sqrt()  # undo c_in
+        return (x.double().log() + z @ self.E.double().T / sigma ** 2).float()  # p(k | z) ∝ π_k·N(z; e_k, σ²)
+
+
+def discrete_oracle_model(K=4, dim=6, B=3):
+    E = torch.linalg.qr(torch.randn(dim, K, generator=torch.Generator().manual_seed(0)))[0].T  # (K, dim) orthonormal
+    return db.DiffusionBlocks([DiscreteOracle(E) for _ in range(B)], embedding=E)
+
+
+@pytest.mark.parametrize("grid", ["boundaries", "final"])
+def test_mean_start_chain_is_deterministic_and_returns_the_posterior_mode(grid):
+    model = discrete_oracle_model()
+    prior = torch.distributions.Dirichlet(torch.ones(4)).sample((2000,))  # a different posterior per sample
+    sigmas = db.prediction_sigmas(model.sigmas, 3, grid)
+    logits = model.predict(prior, (2000, 6), sigmas, start="mean", generator=torch.Generator().manual_seed(1))
+    again = model.predict(prior, (2000, 6), sigmas, start="mean", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(logits, again)  # no noise is drawn
+    assert torch.equal(logits.argmax(-1), prior.argmax(-1))
+
+
+def test_noise_start_chain_samples_the_posterior():
+    """From z_0 = σ_max·ε the probability-flow ODE lands on a draw: class frequencies match π (χ², 3 dof)."""
+    model, n = discrete_oracle_model(), 4000
+    prior = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(n, 4)
+    logits = model.predict(prior, (n, 6), db.sampling_sigmas(200), start="noise",
+                           generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(logits.argmax(-1), minlength=4).double()
+    expected = n * prior[0].double()
+    assert ((counts - expected) ** 2 / expected).sum() < 16.27  # χ²(3 dof) at p = 0.001
+
+
+def test_prediction_grids_call_each_block_as_documented():
+    sigmas = db.block_sigmas(3)
+    for k in (1, 2, 4):  # boundaries: k calls per block, equal steps in p_σ mass, starting at each slice's top
+        grid = db.prediction_sigmas(sigmas, 3 * k)
+        assert np.bincount(db.block_of(grid[:-1], sigmas).numpy(), minlength=3).tolist() == [k, k, k]
+        masses = [lognormal_mass(float(lo), float(hi)) for hi, lo in zip(grid[:-1], grid[1:])]
+        assert max(masses) == pytest.approx(min(masses), rel=1e-4)
+    final = db.prediction_sigmas(sigmas, 3, "final")  # authors: 2 Euler steps, then a call at σ_min
+    assert final.tolist() == pytest.approx([80.0, 0.3012, 0.002, 0.002], rel=1e-3)
+    assert db.block_of(final[:-1], sigmas).tolist() == [0, 1, 2]
+
+
+def test_mislabel_corrupts_the_hint_at_its_rate_and_uniformly_over_wrong_classes():
+    model = db.DiffusionBlocks([TinyBlock(8, 5) for _ in range(2)], embedding=db.target_embedding(5, 8), mislabel=0.3)
+    target = torch.randint(5, (40_000,), generator=torch.Generator().manual_seed(0))
+    hint = model.noisy_hint(target, torch.Generator().manual_seed(1))
+    wrong = hint != target
+    assert wrong.float().mean().item() == pytest.approx(0.3, abs=3 * math.sqrt(0.3 * 0.7 / 40_000))
+    offset = ((hint - target) % 5)[wrong]  # 1..4, uniform
+    counts = torch.bincount(offset, minlength=5)[1:].double()
+    assert ((counts - counts.mean()) ** 2 / counts.mean()).sum() < 16.27  # χ²(3 dof) at p = 0.001
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "edm"])
+def test_discrete_loss_weighting(weighting):
+    """A block with fixed logits: 'uniform' is plain cross-entropy; 'edm' is λ(σ)·CE over the slice's E[λ]."""
+    logits = torch.randn(4096, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(4, (4096,), generator=torch.Generator().manual_seed(1))
+    model = db.DiffusionBlocks([Echo(logits) for _ in range(3)], embedding=db.target_embedding(4, 8),
+                               weighting=weighting)
+    ce = nn.functional.cross_entropy(logits, target, reduction="none")
+    gen = torch.Generator().manual_seed(2)
+    loss = model.loss(None, target, block=1, generator=gen)
+    if weighting == "uniform":
+        torch.testing.assert_close(loss, ce.mean())
+    else:  # redraw the same σ: the first draws of the generator
+        lo, hi = model.slices[1]
+        sigma = db.sample_sigma((4096,), lo, hi, generator=torch.Generator().manual_seed(2))
+        lam = (sigma.double() ** 2 + 0.25) / (sigma.double() * 0.5) ** 2
+        torch.testing.assert_close(loss.double(), (lam * ce.double()).mean() / model.mean_weights[1], rtol=1e-5, atol=0)
+
+
 def test_euler_is_first_order_and_heun_second_order():
     """Halving the step (geometric grid 2 -> σ_min) halves Euler's error and quarters Heun's."""
     s = 0.5
@@ -352,6 +437,10 @@ def test_one_block_saves_one_bth_of_the_activations():
     (lambda: db.block_sigmas(3, partition="linear"), "equiprob"),
     (lambda: db.sampling_sigmas(0), "num_steps"),
     (lambda: db.AdaLNZeroLayer(30, heads=4), "divisible"),
+    (lambda: db.prediction_sigmas(db.block_sigmas(3), 4), "multiple of B"),
+    (lambda: db.prediction_sigmas(db.block_sigmas(3), 1, "final"), "calls >= 2"),
+    (lambda: db.DiffusionBlocks([nn.Linear(1, 1)], weighting="lambda"), "weighting"),
+    (lambda: db.DiffusionBlocks([nn.Linear(1, 1)], mislabel=0.2), "mislabel"),
 ])
 def test_bad_input_raises_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):

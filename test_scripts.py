@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,6 +90,10 @@ def test_vit_smoke_trains_all_methods_and_one_block_uses_less_memory(tmp_path):
     parts = ("parameters", "gradients", "optimizer_state", "activations")
     assert dbk["train_memory_bytes"] == sum(dbk["train_memory"][p] for p in parts)
     assert dbk["train_memory"]["parameters"] < bp["train_memory"]["parameters"]  # one block of the three
+    readouts = dbk["test_acc_readouts"]  # every start × grid × calls, accuracy after each call
+    assert len(readouts) == 12 and [len(readouts[f"mean/boundaries/{c}"]["sum"]) for c in (3, 6, 12)] == [3, 6, 12]
+    assert dbk["test_acc"] == pytest.approx(readouts["mean/boundaries/3"]["last"][-1], abs=1e-6)  # default read-out
+    assert readouts["mean/boundaries/3"]["sum"][0] == readouts["mean/boundaries/3"]["last"][0]  # one call: same
 
 
 def test_vit_blocks_trained_in_separate_processes_assemble(tmp_path):

@@ -15,23 +15,22 @@ fixed across iterations) → coda (2 layers) → logits. Attention is causal (to
 E[K] = --mean-iters; Huginn's code gives E[K] = r̄ + 1); s_0 ~ N(0, σ²) truncated at ±3σ, σ = √(2/(5·width)) (Huginn's
 init); iterations before the last --bptt run without gradients. The AdaLN condition is a learned vector.
 --method diffusionblocks (B = 1, no partition): position i's state is the noisy fixed embedding of x_{i+1} at its own
-σ; ONE core pass conditioned on σ, loss the cross-entropy of the logits, unweighted by default (--loss-weight none:
-the official code's effective weighting, SPEC §5.2; with B = 1 the slice is all of [σ_min, σ_max], and EDM's λ(σ),
-4 at σ_max and 2.5·10⁵ at σ_min, starves the high-σ regime that must predict from the context: measured, the
-λ-weighted model's σ_max accuracy fell as it trained; --loss-weight edm is db.DiffusionBlocks.loss as it is).
-Inference: K Euler steps of that core from σ_max on db.sampling_sigmas(K), every position sharing the step's σ, the
-prelude run once; K defaults to the baseline's mean. The chain draws a sample of x_{i+1}, so its last logits' argmax
-is right less often than the mode of p(x_{i+1} | context), which K = 1 (one call at σ_max) reads. The coda runs at
-every Euler step (the denoiser's output is logits), so inference costs 2 + 6K layer evaluations against the
-baseline's 2 + 4K + 2; training is 8 per step against 4 + 4·E[K].
+σ; ONE core pass conditioned on σ, loss db.DiffusionBlocks.loss with --weighting and --mislabel (as every discrete
+target here; with B = 1 the slice is all of [σ_min, σ_max], and EDM's λ(σ), 4 at σ_max and 2.5·10⁵ at σ_min, would
+starve the high-σ regime that must predict from the context).
+Inference: K Euler steps of that core on db.prediction_sigmas (= db.sampling_sigmas(K) for B = 1), every position
+sharing the step's σ, the prelude run once; K defaults to the baseline's mean. From z_0 = 0 the chain predicts
+(compared with the baseline's argmax), from σ_max·ε it draws x_{i+1} (compared with the baseline's T = 1 draws).
+The coda runs at every Euler step (the denoiser's output is logits), so inference costs 2 + 6K layer evaluations
+against the baseline's 2 + 4K + 2; training is 8 per step against 4 + 4·E[K].
 
 CPU preset: width 64, 4 heads, 64 characters × 16 sequences, mean K 32 (the paper's) with BPTT 4 (paper: 8), 600
 iterations of each method (equal data passes). One thread, 2-core CPU: 0.43 s / 0.077 s per iteration (bptt /
 diffusionblocks), about 6 minutes for both with evaluation; 20× fewer layer evaluations, about 5.5× less time.
 
-Metrics: test_next_token_acc / test_ce at K = --infer-iters (and against K, quality_vs_iters.png); gen_ppl, the
-perplexity of greedy continuations of held-out prompts under train_lm.py's n-gram judge; train_layer_evals_per_step,
-counted where the layers are called; seconds_per_iter, train_seconds, train_memory_bytes (measured).
+Metrics: test_next_token_acc / test_ce / test_sample_acc at K = --infer-iters (and against K, quality_vs_iters.png);
+gen_ppl (greedy) and gen_ppl_t1 (T = 1 draws), the perplexity of continuations of held-out prompts under
+train_lm.py's n-gram judge; train_layer_evals_per_step, counted where the layers are called; seconds_per_iter, train_seconds, train_memory_bytes (measured).
 --block / --assemble are refused: with one block there is nothing to train apart.
 """
 import dataclasses
@@ -52,7 +51,7 @@ K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
 
 
 @dataclasses.dataclass
-class Config(common.BaseConfig):
+class Config(common.DiscreteConfig):
     dataset: str = common.option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH")
     blocks: int = common.option(1, "B = 1: the core is one σ-conditioned denoiser, no partition (fixed)")
     width: int = common.option(64, "model width (CPU-sized; paper: 512)")
@@ -66,8 +65,6 @@ class Config(common.BaseConfig):
     bptt: int = common.option(4, "baseline: iterations that get gradients, the last ones (CPU-sized; paper: 8)")
     infer_iters: int = common.option(0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)")
     steps: int = common.option(600, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult")
-    loss_weight: str = common.option("none", "DiffusionBlocks: none = plain cross-entropy at every σ; edm = "
-                                             "db.DiffusionBlocks.loss, λ(σ)·CE normalised by its mean", ["none", "edm"])
     db_steps_mult: int = common.option(1, "DiffusionBlocks iterations per baseline iteration: 1 = equal data passes, "
                                           "3 = the paper's 3× longer schedule")
     batch_size: int = common.option(16, "sequences per batch (CPU-sized)")
@@ -173,13 +170,15 @@ class RecurrentDepthLM(nn.Module):
         return self.decode(self.iterate(self.z_in(z_in), e, c))
 
 
-def build_model(method, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, seed=0):
+def build_model(method, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, seed=0, weighting="uniform",
+                mislabel=0.0):
     """The baseline RecurrentDepthLM, or a one-block db.DiffusionBlocks whose block is the σ-conditioned one
     (target space: the fixed, seeded embedding of the characters, width-dimensional)."""
     if method == "bptt":
         return RecurrentDepthLM(vocab, width, heads, seq_len, prelude, core, coda)
     net = RecurrentDepthLM(vocab, width, heads, seq_len, prelude, core, coda, target_dim=width)
-    return db.DiffusionBlocks([net], embedding=db.target_embedding(vocab, width, seed=seed))
+    return db.DiffusionBlocks([net], embedding=db.target_embedding(vocab, width, seed=seed), weighting=weighting,
+                              mislabel=mislabel)
 
 
 def network(model):
@@ -202,34 +201,24 @@ def bptt_step(model, optimizer, x, iters, bptt, generator=None):
     return common.optimize(loss, model, optimizer)
 
 
-def diffusion_loss(model, x, target, loss_weight="none", generator=None):
-    """Cross-entropy of F(c_in·z, c_noise, x) for z = E[target] + σ·ε, σ ~ p_σ per token (§3, Eq. 6, B = 1): plain
-    ("none"), or db.DiffusionBlocks.loss's λ(σ)-weighted one normalised by its mean ("edm")."""
-    if loss_weight == "edm":
-        return model.loss(x, target, 0, generator)
-    lo, hi = model.slices[0]
-    sigma = db.sample_sigma(target.shape, lo, hi, model.p_mean, model.p_std, generator, x.device)  # (N, n)
-    y = model.embedding[target]  # (N, n, E)
-    z = y + sigma[..., None] * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    logits = model.network(z, sigma, x, 0)  # (N, n, V)
-    return F.cross_entropy(logits.float().flatten(0, 1), target.flatten())
-
-
-def diffusion_step(model, optimizer, x, loss_weight="none", generator=None):
-    """One DiffusionBlocks iteration on windows x (N, n+1): one core pass at a random σ per token; the loss, detached."""
+def diffusion_step(model, optimizer, x, generator=None):
+    """One DiffusionBlocks iteration on windows x (N, n+1): one core pass at a random σ per token (db.DiffusionBlocks.loss
+    with B = 1: its --weighting and --mislabel); the loss, detached."""
     with common.autocast(x.device):
-        loss = diffusion_loss(model, x[:, :-1], x[:, 1:], loss_weight, generator)
+        loss = model.loss(x[:, :-1], x[:, 1:], 0, generator)
     return common.optimize(loss, model, optimizer)
 
 
 @torch.no_grad()
-def next_token_logits(model, x, iters, generator=None):
+def next_token_logits(model, x, iters, generator=None, start="mean"):
     """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes (baseline), or the
-    last call of K Euler steps from σ_max (DiffusionBlocks §4), the prelude run once."""
+    last call of K Euler steps (DiffusionBlocks §4) from z_0 = 0 (a prediction) or σ_max·ε (a draw), the prelude
+    run once."""
     if not isinstance(model, db.DiffusionBlocks):
         return model.recurrent_logits(x, iters, generator=generator)
     e = model.blocks[0].encode(x)
-    return model.predict(e, (*x.shape, model.embedding.shape[1]), db.sampling_sigmas(iters), generator, x.device)
+    sigmas = db.prediction_sigmas(model.sigmas, iters)
+    return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, "last", generator, x.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,16 +274,23 @@ def main(cfg):
           f"sequences of {window} per evaluation; test-time K = {K}; gen_ppl judge: Witten–Bell {judge.order}-gram")
 
     def evaluate(model, iters):
-        """Test next-token accuracy and cross-entropy at K = iters test-time iterations."""
-        gen, ce, correct = torch.Generator(device).manual_seed(cfg.seed), 0.0, 0
+        """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy and cross-entropy
+        of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `test_sample_acc`, the expected
+        accuracy of a temperature-1 draw (baseline: mean probability of the truth; DiffusionBlocks: the argmax
+        accuracy of its chain from noise, which lands on a draw)."""
+        gen, ce, correct, sampled = torch.Generator(device).manual_seed(cfg.seed), 0.0, 0, 0.0
         with torch.no_grad(), common.autocast(device):
             for x in test_eval.split(cfg.batch_size):
-                x = x.to(device)
+                x, y = x.to(device), x[:, 1:].to(device)
                 logits = next_token_logits(model, x[:, :-1], iters, gen).float()  # (N, n, V)
-                ce += float(F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
-                correct += int((logits.argmax(-1) == x[:, 1:]).sum())
+                ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+                correct += int((logits.argmax(-1) == y).sum())
+                if isinstance(model, db.DiffusionBlocks):
+                    sampled += float((next_token_logits(model, x[:, :-1], iters, gen, "noise").argmax(-1) == y).sum())
+                else:
+                    sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
         count = len(test_eval) * cfg.seq_len
-        return {"test_next_token_acc": correct / count, "test_ce": ce / count}
+        return {"test_next_token_acc": correct / count, "test_ce": ce / count, "test_sample_acc": sampled / count}
 
     def quality_at(model, iters):
         """evaluate() at K = iters, with the layer evaluations of one forward pass, counted."""
@@ -304,24 +300,31 @@ def main(cfg):
                 "layer_evals_per_forward": (net.layer_evals - before) / math.ceil(len(test_eval) / cfg.batch_size)}
 
     def final_evaluation(model, run_dir):
-        """Quality against K; gen_ppl of greedy continuations of held-out prompts (train_lm.py's AR protocol)."""
+        """Quality against K; gen_ppl of greedy (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1
+        (DiffusionBlocks: chain from noise) continuations of held-out prompts (train_lm.py's AR protocol)."""
         quality = [quality_at(model, k) for k in sweep]
         gen = torch.Generator(device).manual_seed(cfg.seed)
-        (texts,), (gen_ppl,), judge_ppl = continue_held_out(lambda x: next_token_logits(model, x, K, gen)[:, -1], test,
-                                                           cfg, judge, chars, (cfg.temperature,), gen, device)
+
+        def decoder(start, temperature):
+            next_logits = lambda x: next_token_logits(model, x, K, gen, start)[:, -1]  # noqa: E731
+            return next_logits, 0.0 if isinstance(model, db.DiffusionBlocks) else temperature
+
+        (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
+            [decoder("mean", cfg.temperature), decoder("noise", 1.0)], test, cfg, judge, chars, gen, device)
         write_samples(texts, run_dir)
-        return {"gen_ppl": gen_ppl, "judge_ppl_held_out": judge_ppl, "samples": texts[:3], "quality_vs_iters": quality}
+        return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
+                "quality_vs_iters": quality}
 
     def train(method):
         common.seed_everything(cfg.seed)
         gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
         model = build_model(method, V, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core, cfg.coda,
-                            cfg.seed).to(device)
+                            cfg.seed, cfg.weighting, cfg.mislabel).to(device)
         net, opt, tally = network(model), common.adamw(model, cfg), Tally()
         iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
 
         def one_step(m, o, x, g, k):
-            return bptt_step(m, o, x, k, cfg.bptt, g) if method == "bptt" else diffusion_step(m, o, x, cfg.loss_weight, g)
+            return bptt_step(m, o, x, k, cfg.bptt, g) if method == "bptt" else diffusion_step(m, o, x, g)
 
         def step(it, x):
             common.set_lr(opt, common.lr_at(cfg, it / iters))
@@ -348,7 +351,7 @@ def main(cfg):
         if method == "bptt":
             extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
         else:
-            extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, loss_weight=cfg.loss_weight)
+            extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel)
         return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
 
     for method in METHODS if cfg.method == "all" else [cfg.method]:
@@ -363,8 +366,9 @@ def main(cfg):
 def report(methods, cfg):
     """Quality, generation, and training compute of each method; the compute ratio when both ran."""
     for name, r in methods.items():
-        print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats at K = "
-              f"{r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} (judge on the real continuations: "
+        print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
+              f"test_sample_acc {r['test_sample_acc']:.4f} at K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
+              f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
               f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per step × "
               f"{r['iters']} steps = {r['train_layer_evals']:,}")
         for text in r["samples"][:2]:
@@ -378,17 +382,20 @@ def report(methods, cfg):
 
 
 def plot_quality_vs_iters(methods, mean_iters, out):
-    """--out/quality_vs_iters.png: test next-token accuracy and cross-entropy against test-time K, both methods."""
+    """--out/quality_vs_iters.png: against test-time K, both methods, like with like: the accuracy of predictions
+    (argmax; DiffusionBlocks from z_0 = 0) and of temperature-1 draws (DiffusionBlocks from noise); cross-entropy."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("test_next_token_acc", "test_ce")):
+    for ax, keys in zip(axes, (("test_next_token_acc", "test_sample_acc"), ("test_ce",))):
         for name, r in methods.items():
             q = r["quality_vs_iters"]
-            ax.plot([p["iters"] for p in q], [p[key] for p in q], marker="o", label=name)
+            for key, style in zip(keys, ("-", "--")):
+                label = f"{name}, {'draws' if key == 'test_sample_acc' else 'predictions'}" if len(keys) > 1 else name
+                ax.plot([p["iters"] for p in q], [p[key] for p in q], style, marker="o", label=label)
         ax.axvline(mean_iters, color="gray", ls=":", label=f"training mean K = {mean_iters}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test-time iterations K (core passes / Euler steps)")
-        ax.set_ylabel(key)
+        ax.set_ylabel("test next-character accuracy" if len(keys) > 1 else "test cross-entropy (nats)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -19,9 +19,10 @@ methods, each draw scored by the block that owns its t. Samples: ancestral unmas
 diffusionblocks.AdaLNZeroLayer as they are). Backprop: next-token cross-entropy, AdaLN condition a
 learned vector. DiffusionBlocks: B blocks, each a `db.DiffusionBlocks` denoiser of the next token's
 fixed embedding, noised with one σ per token; the input is [noisy slots ; clean tokens] with the mask of
-Block Diffusion (Arriola et al. 2025, block size 1). Generation: per token, B Euler steps (one per block)
-from σ_max, then greedy. `test_next_token_acc` / `test_ce` of DiffusionBlocks come from the last step's
-logits of that chain, its noise drawn from a generator seeded with --seed.
+Block Diffusion (Arriola et al. 2025, block size 1); loss and hint corruption: --weighting, --mislabel.
+Read-out: per token, B Euler steps, one per block (§4). From z_0 = 0 the chain predicts (test_next_token_acc,
+test_ce of its last logits, greedy gen_ppl: against backprop's argmax); from σ_max·ε it draws a character
+(test_sample_acc, gen_ppl_t1: against backprop's temperature-1 sampling).
 
 `gen_ppl` (both models) is the perplexity of generated text under a judge that is neither compared
 model: an interpolated Witten–Bell character n-gram of the training split, the same for both methods.
@@ -49,7 +50,7 @@ T_MIN = 1e-3  # MDM training draws t ≥ T_MIN, MDLM's sampling_eps: the 1/t wei
 
 
 @dataclasses.dataclass
-class Config(common.BaseConfig):
+class Config(common.DiscreteConfig):
     model: str = common.option("mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive (causal)", MODELS)
     dataset: str = common.option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH")
     layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
@@ -344,7 +345,7 @@ def build_model(cfg, vocab, method):
         return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads, cfg.seq_len)
     blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths]
     return db.DiffusionBlocks(blocks, embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed), gamma=cfg.gamma,
-                              partition=cfg.partition)
+                              partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
 
 
 def train_step(m, o, x, b, g=None):
@@ -371,17 +372,17 @@ def load_windows(cfg, window):
             CharNgram(data["train"], len(data["chars"]), cfg.judge_order))
 
 
-def continue_held_out(next_logits, test, cfg, judge, chars, temperatures, generator, device):
+def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
     """The AR gen_ppl protocol: continue the first seq_len − gen_tokens characters of gen_samples evenly spaced
-    test windows by gen_tokens characters, once per temperature (0 = greedy), from next_logits(x) (N, V).
-    → (texts "prompt ‖ continuation" per temperature, gen_ppl per temperature: the judge's perplexity of the
+    test windows by gen_tokens characters, once per decoder (next_logits(x) (N, V), temperature; 0 = greedy).
+    → (texts "prompt ‖ continuation" per decoder, gen_ppl per decoder: the judge's perplexity of the
     generated characters, the judge's perplexity of the real continuations)."""
     held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
     P = cfg.seq_len - cfg.gen_tokens
     prompts = held_out[:, :P]
     texts, gen_ppl = [], []
     with torch.no_grad(), common.autocast(device):
-        for temperature in temperatures:
+        for next_logits, temperature in decoders:
             continuations = generate(next_logits, prompts, cfg.gen_tokens, temperature, generator)
             texts.append([common.decode(p, chars) + " ‖ " + common.decode(c, chars)
                           for p, c in zip(prompts, continuations)])
@@ -434,11 +435,12 @@ def main(cfg):
     def get_batch(gen):
         return train_windows[torch.randint(len(train_windows), (cfg.batch_size,), generator=gen)].to(device)
 
-    def ar_logits(model, context, m, generator):
-        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last
-        network call of B Euler steps, one per block, from σ_max (§4), noise from `generator`."""
+    def ar_logits(model, context, m, generator, start="mean"):
+        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last call of
+        B Euler steps, one per block (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
         if isinstance(model, db.DiffusionBlocks):
-            return model.predict(context, (len(context), m, cfg.width), model.sigmas.flip(0), generator, device)
+            sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks))
+            return model.predict(context, (len(context), m, cfg.width), sigmas, start, "last", generator, device)
         return model(None, None, context)[:, -m:]
 
     def bpc_per_slice(model):
@@ -450,27 +452,27 @@ def main(cfg):
         return total / len(test_eval)
 
     def evaluate(model):
-        """The learning-curve metrics: test_bpc (MDM), or, for AR, next-token accuracy (argmax) and cross-entropy
-        of the logits; `test_sample_acc`, the mean probability of the true character, is the expected accuracy
-        of a draw at temperature 1. DiffusionBlocks' chain from noise IS such a draw (its last logits are
-        peaked on the drawn character), so its argmax accuracy compares with backprop's test_sample_acc, and
-        its cross-entropy is the confidence in its own draw, not a predictive one. `..._block0`
-        (DiffusionBlocks): block 0 at σ_max, where z carries no information, i.e. DiffusionBlocks' predictive
-        next-character distribution before any denoising step."""
+        """The learning-curve metrics: test_bpc (MDM), or, for AR, like with like. Predictions: next-token accuracy
+        (argmax) and cross-entropy of backprop's logits and of the last logits of DiffusionBlocks' chain from
+        z_0 = 0. Draws: `test_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the mean
+        probability of the true character; DiffusionBlocks: the argmax accuracy of its chain from noise, which
+        lands on a draw). `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
         if not ar:
             return {"test_bpc": float(bpc_per_slice(model).sum())}
         gen, sums = torch.Generator(device).manual_seed(cfg.seed), {}
 
-        def add(name, logits, y):  # (N, n, V), (N, n): summed CE, correct argmax, probability of the truth
+        def add(name, logits, y, draws=None):  # (N, n, V), (N, n): summed CE, correct argmax, accuracy of a draw
+            sample_hits = (draws.argmax(-1) == y) if draws is not None else logits.softmax(-1).gather(-1, y[..., None])
             for key, value in ((f"test_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
                                (f"test_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-                               (f"test_sample_acc{name}", logits.softmax(-1).gather(-1, y[..., None]).sum())):
+                               (f"test_sample_acc{name}", sample_hits.sum())):
                 sums[key] = sums.get(key, 0.0) + float(value)
 
         with torch.no_grad(), common.autocast(device):
             for x in test_eval.split(cfg.batch_size):
                 x = x.to(device)
-                add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:])  # (N, n, V)
+                draws = ar_logits(model, x[:, :-1], cfg.seq_len, gen, "noise") if isinstance(model, db.DiffusionBlocks) else None
+                add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:], draws)  # (N, n, V)
                 if isinstance(model, db.DiffusionBlocks):
                     sigma_max = model.sigmas[-1]
                     z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
@@ -480,10 +482,14 @@ def main(cfg):
     def final_evaluation(model, run_dir):
         """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice."""
         gen = torch.Generator(device).manual_seed(cfg.seed)
-        if ar:  # greedy (or --temperature) continuations of held-out prompts, and at temperature 1
+        if ar:  # greedy (or --temperature) continuations of held-out prompts, and draws at temperature 1
+            def decoder(start, temperature):  # DiffusionBlocks: its chain from z_0 = 0 predicts, from noise it draws
+                if isinstance(model, db.DiffusionBlocks):
+                    return (lambda x: ar_logits(model, x, 1, gen, start)[:, 0]), 0.0
+                return (lambda x: ar_logits(model, x, 1, gen)[:, 0]), temperature
+
             (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
-                lambda x: ar_logits(model, x, 1, gen)[:, 0], test, cfg, judge, chars, (cfg.temperature, 1.0), gen,
-                device)
+                [decoder("mean", cfg.temperature), decoder("noise", 1.0)], test, cfg, judge, chars, gen, device)
             result = {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl}
         else:
             with torch.no_grad(), common.autocast(device):
@@ -539,6 +545,8 @@ def main(cfg):
         extra = {"blocks": len(parts), "layers_per_block": split, "train_memory_per_block": per_block}
         if method == "diffusionblocks":
             extra.update(gamma=cfg.gamma, partition=cfg.partition if ar else "equal drops of α")
+            if ar:
+                extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel)
         return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
 
     headline, curve = ("gen_ppl", "test_ce") if ar else ("test_bpc", "test_bpc")

@@ -14,6 +14,7 @@ is B Euler steps, one per block, then the argmax of the last logits. Local: the 
 greedily, one after another, each with its own head on the frozen features of the previous ones.
 """
 import dataclasses
+import json
 import os
 
 import torch
@@ -27,7 +28,7 @@ METHODS = ["backprop", "diffusionblocks", "local"]
 
 
 @dataclasses.dataclass
-class Config(common.BaseConfig):
+class Config(common.DiscreteConfig):
     layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
     width: int = common.option(64, "model width (CPU-sized; paper: 128)")
     heads: int = common.option(4, "attention heads (paper: 4)")
@@ -41,6 +42,17 @@ class Config(common.BaseConfig):
     augment: str = common.option("shift", "augmentation: random shifts (and flips on CIFAR), or "
                                  "RandAugment + flip + crop (paper)", ["none", "shift", "randaug"])
     eval_every: int = common.option(250, "iterations between test evaluations (learning curves)")
+    start: str = common.option("mean", "read-out chain start: mean (z_0 = 0, a prediction) or noise (a draw)",
+                               ["mean", "noise"])
+    grid: str = common.option("boundaries", "read-out σ grid (db.prediction_sigmas): one call per block at its top, "
+                              "or the authors' Euler steps + a final call at σ_min", ["boundaries", "final"])
+    readout: str = common.option("last", "logits read out: the last call's, or the sum of every call's "
+                                 "log-softmax", ["last", "sum"])
+    calls: int = common.option(0, "network calls of the read-out chain (0: B, one pass of L layers, as backprop)")
+    validation: bool = common.option(False, "evaluate on 20 % of the training split held out (to choose "
+                                     "settings), not on the test split; the metric is then val_acc")
+    ablation: bool = common.option(False, "train DiffusionBlocks with each loss weighting × mislabel rate and read "
+                                   "each out with every start × grid × calls × readout, on validation data")
 
 
 PRESETS = {
@@ -100,7 +112,24 @@ def diffusion_vit(cfg, image_size, channels, num_classes):
     blocks = [ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, label_dim=cfg.width)
               for depth in db.split_layers(cfg.layers, cfg.blocks)]
     return db.DiffusionBlocks(blocks, embedding=db.target_embedding(num_classes, cfg.width, seed=cfg.seed),
-                              gamma=cfg.gamma, partition=cfg.partition)
+                              gamma=cfg.gamma, partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
+
+
+READOUTS = [(start, grid, k) for start in ("mean", "noise") for grid in ("boundaries", "final") for k in (1, 2, 4)]
+
+
+def readout_accuracy(model, x, y, start, grid, calls, generator):
+    """Accuracy after each call of one read-out chain, for the "last" and the "sum" read-outs (db.predict)."""
+    sigmas = db.prediction_sigmas(model.sigmas, calls, grid)
+    hits = {"last": torch.zeros(calls), "sum": torch.zeros(calls)}
+    with torch.no_grad(), common.autocast(x.device):
+        for i in range(0, len(x), 500):
+            logits = model.predict(x[i:i + 500], (len(x[i:i + 500]), model.embedding.shape[1]), sigmas, start,
+                                   "all", generator, x.device).float()  # (calls, N, K)
+            summed = logits.log_softmax(-1).cumsum(0)  # the "sum" read-out after each call
+            for name, scores in (("last", logits), ("sum", summed)):
+                hits[name] += (scores.argmax(-1) == y[i:i + 500]).sum(1).cpu()
+    return {name: (h / len(x)).tolist() for name, h in hits.items()}
 
 
 def ce_step(m, o, x, y):
@@ -117,9 +146,14 @@ def db_step(m, o, x, y, b, g=None):
 
 
 def main(cfg):
+    if cfg.ablation:
+        return ablation(cfg)
     device = common.pick_device(cfg.device)
     common.seed_everything(cfg.seed)
     data = common.load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    if cfg.validation:
+        data = common.validation_split(data, cfg.seed)
+    acc_key = "val_acc" if cfg.validation else "test_acc"
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
@@ -129,6 +163,10 @@ def main(cfg):
         common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
     if cfg.width % cfg.heads:
         common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
+    try:
+        db.prediction_sigmas(db.block_sigmas(cfg.blocks), cfg.calls or cfg.blocks, cfg.grid)
+    except ValueError as e:
+        common.fail(f"--calls {cfg.calls} with --grid {cfg.grid}: {e}")
     K = data["num_classes"]
     mean = data["x_train"].float().mean((0, 2, 3), keepdim=True)
     std = data["x_train"].float().std((0, 2, 3), keepdim=True)
@@ -140,7 +178,8 @@ def main(cfg):
         import torchvision.transforms.v2 as T  # paper preset only: torchvision's RandAugment
         randaug = T.RandAugment()
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
-          f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} test images {C}×{H}×{W}, {K} classes")
+          f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} {'validation' if cfg.validation else 'test'} "
+          f"images {C}×{H}×{W}, {K} classes")
 
     def get_batch(it, gen):
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
@@ -161,19 +200,17 @@ def main(cfg):
         with torch.no_grad(), common.autocast(device):
             correct = sum((predict(x_test[i:i + 500]).argmax(-1) == y_test[i:i + 500]).sum().item()
                           for i in range(0, len(x_test), 500))
-        return {"test_acc": correct / len(x_test)}
-
-    label_dim = cfg.width  # the fixed label embedding lives in R^width
+        return {acc_key: correct / len(x_test)}
 
     def new_diffusionblocks():
         return diffusion_vit(cfg, H, C, K).to(device)
 
-    def chain_accuracy(model, calls=cfg.blocks):  # Euler steps on the block boundaries: one call per block (§4)
-        grid, g = model.sigmas.flip(0)[:calls + 1], torch.Generator(device).manual_seed(cfg.seed)
-        return accuracy(lambda x: model.predict(x, (len(x), label_dim), grid, generator=g, device=device))
+    def chain_accuracy(model):  # the configured read-out chain (§4): by default one call per block from z_0 = 0
+        grid, g = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid), torch.Generator(device).manual_seed(cfg.seed)
+        return accuracy(lambda x: model.predict(x, (len(x), cfg.width), grid, cfg.start, cfg.readout, g, device))
 
     if cfg.assemble:
-        return common.assemble(cfg, "train_vit.py", "test_acc", new_diffusionblocks(), chain_accuracy, device)
+        return common.assemble(cfg, "train_vit.py", acc_key, new_diffusionblocks(), chain_accuracy, device)
 
     methods = METHODS if cfg.method == "all" else [cfg.method]
     results = {}
@@ -225,10 +262,14 @@ def main(cfg):
             if cfg.block >= 0:  # this block alone, in its own process: save it, evaluate later with --assemble
                 common.save_block(cfg, model, memory, stats, iters)
                 return None
-            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition,
+            # every read-out of the same blocks: accuracy after each call, for B, 2B and 4B calls
+            readouts = {f"{start}/{grid}/{k * cfg.blocks}": readout_accuracy(
+                model, x_test, y_test, start, grid, k * cfg.blocks, torch.Generator(device).manual_seed(cfg.seed))
+                for start, grid, k in READOUTS}
+            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition, "weighting": cfg.weighting,
+                     "mislabel": cfg.mislabel, "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
                      "layers_per_block": split, "train_memory_per_block": per_block,
-                     # accuracy of the logits after the first k calls of the chain: where it gains or loses
-                     "test_acc_per_step": [chain_accuracy(model, k)["test_acc"] for k in range(1, cfg.blocks + 1)]}
+                     f"{acc_key}_readouts": readouts}
 
         else:  # local: block b trained greedily on the frozen features of blocks < b, its own head, no noise
             pieces = [new_vit(d, stem=(b == 0)) for b, d in enumerate(split)]
@@ -268,10 +309,43 @@ def main(cfg):
         results[method] = common.method_result(stats, memory, extra)
         metrics = common.write_metrics(cfg, "train_vit.py", method, results[method], device)
 
-    common.print_table({k: v for k, v in metrics["methods"].items()}, "test_acc")
-    common.plot_comparison(metrics["methods"], "test_acc", cfg.out)
+    common.print_table({k: v for k, v in metrics["methods"].items()}, acc_key)
+    common.plot_comparison(metrics["methods"], acc_key, cfg.out)
     return metrics
 
 
+ABLATION = [("edm", 0.0), ("uniform", 0.0), ("uniform", 0.2)]  # (weighting, mislabel) of the training
+
+
+def ablation(cfg):
+    """Validation accuracy of every training variant × read-out (start × grid × calls × readout), after each call."""
+    runs = {"backprop": main(dataclasses.replace(cfg, ablation=False, validation=True, method="backprop",
+                                                 out=os.path.join(cfg.out, "backprop")))["methods"]["backprop"]}
+    rows = [f"{'training':<18} {'read-out':<28} {'val_acc after each call'}"]
+    for weighting, mislabel in ABLATION:
+        name = f"{weighting}-mislabel{mislabel}"
+        r = main(dataclasses.replace(cfg, ablation=False, validation=True, method="diffusionblocks", weighting=weighting,
+                                     mislabel=mislabel, out=os.path.join(cfg.out, name)))["methods"]["diffusionblocks"]
+        runs[name] = {key: r[key] for key in ("weighting", "mislabel", "readout", "val_acc", "train_memory_bytes",
+                                              "seconds_per_iter", "iters", "train_seconds")}
+        for chain, accs in r["val_acc_readouts"].items():
+            for readout, per_call in accs.items():
+                runs[name].update({f"{chain}/{readout}@{k + 1}": a for k, a in enumerate(per_call)})
+                rows.append(f"{name:<18} {chain + '/' + readout:<28} " + " ".join(f"{a:.3f}" for a in per_call))
+    table = "\n".join(rows)
+    print(f"backprop val_acc {runs['backprop']['val_acc']:.3f}\n{table}")
+    with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
+        f.write(f"backprop val_acc {runs['backprop']['val_acc']:.4f}\n{table}\n")
+    result = {"script": "train_vit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
+              "torch": torch.__version__, "config": dataclasses.asdict(cfg), "methods": runs}  # as metrics.json
+    with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
 if __name__ == "__main__":
-    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS), "test_acc")
+    config = common.parse_config(Config, PRESETS, METHODS)
+    if config.ablation and (config.method != "all" or config.block >= 0 or config.assemble or config.validation):
+        common.fail("--ablation trains its own list of models on validation data; "
+                    "drop --method, --block, --assemble and --validation")
+    common.run_seeds(main, config, "val_acc" if config.validation or config.ablation else "test_acc")
