@@ -12,7 +12,7 @@ Public names, in paper order:
                  block_slice, block_of, sample_sigma, sampling_sigmas, prediction_sigmas
   EDM            precondition, loss_weight, mean_loss_weight
   layers         sigma_embedding, modulate, AdaLNZeroLayer, FinalLayer
-  blocks         target_embedding, DiffusionBlocks (.loss, .train_step, .denoise, .sample, .predict)
+  blocks         target_embedding, DiffusionBlocks (.loss, .noisy_hint, .train_step, .denoise, .sample, .predict)
   samplers       sample_euler, sample_heun   (D(z, sigma) -> denoised, sigmas descending)
   memory         training_memory
 Dependencies: torch (numpy only in the tests). Blocks share no trainable parameter, so block b can

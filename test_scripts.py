@@ -92,7 +92,7 @@ def test_vit_smoke_trains_all_methods_and_one_block_uses_less_memory(tmp_path):
     assert dbk["train_memory"]["parameters"] < bp["train_memory"]["parameters"]  # one block of the three
     readouts = dbk["test_acc_readouts"]  # every start × grid × calls, accuracy after each call
     assert len(readouts) == 12 and [len(readouts[f"mean/boundaries/{c}"]["sum"]) for c in (3, 6, 12)] == [3, 6, 12]
-    assert dbk["test_acc"] == pytest.approx(readouts["mean/boundaries/3"]["last"][-1], abs=1e-6)  # default read-out
+    assert dbk["test_acc"] == pytest.approx(readouts["mean/final/3"]["sum"][-1], abs=1e-6)  # the default read-out
     assert readouts["mean/boundaries/3"]["sum"][0] == readouts["mean/boundaries/3"]["last"][0]  # one call: same
 
 

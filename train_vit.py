@@ -9,9 +9,10 @@ local-objective baseline (DiffusionBlocks §4.1: CIFAR-100, 12 layers, B=3, 60.2
 Backprop: patch embedding, position embeddings, L AdaLN-Zero layers (condition: a learned vector),
 a final layer on the CLS token, cross-entropy. DiffusionBlocks: B independent ViTs of L/B layers,
 each with its own patch embedding and head; the first token carries the noisy label embedding c_in·z,
-σ enters every layer through AdaLN, the target is a fixed label embedding, the loss λ(σ)·CE; inference
-is B Euler steps, one per block, then the argmax of the last logits. Local: the same B pieces trained
-greedily, one after another, each with its own head on the frozen features of the previous ones.
+σ enters every layer through AdaLN, the target is a fixed label embedding, the loss CE (--weighting) with
+wrong-label hints (--mislabel); inference is B calls from z_0 = 0 (the authors' grid: B − 1 Euler steps, then
+a call at σ_min), then the argmax of the summed log-softmax (--start, --grid, --calls, --readout; --ablation).
+Local: the same B pieces trained greedily, one after another, each with its own head on the frozen features of the previous ones.
 """
 import dataclasses
 import json
@@ -44,10 +45,11 @@ class Config(common.DiscreteConfig):
     eval_every: int = common.option(250, "iterations between test evaluations (learning curves)")
     start: str = common.option("mean", "read-out chain start: mean (z_0 = 0, a prediction) or noise (a draw)",
                                ["mean", "noise"])
-    grid: str = common.option("boundaries", "read-out σ grid (db.prediction_sigmas): one call per block at its top, "
-                              "or the authors' Euler steps + a final call at σ_min", ["boundaries", "final"])
-    readout: str = common.option("last", "logits read out: the last call's, or the sum of every call's "
-                                 "log-softmax", ["last", "sum"])
+    grid: str = common.option("final", "read-out σ grid (db.prediction_sigmas): the authors' Euler steps + a final "
+                              "call at σ_min, or one call per block at its top; chosen on validation data (README)",
+                              ["final", "boundaries"])
+    readout: str = common.option("sum", "logits read out: the sum of every call's log-softmax, or the last call's; "
+                                 "chosen on validation data (README)", ["sum", "last"])
     calls: int = common.option(0, "network calls of the read-out chain (0: B, one pass of L layers, as backprop)")
     validation: bool = common.option(False, "evaluate on 20 % of the training split held out (to choose "
                                      "settings), not on the test split; the metric is then val_acc")
@@ -206,7 +208,8 @@ def main(cfg):
         return diffusion_vit(cfg, H, C, K).to(device)
 
     def chain_accuracy(model):  # the configured read-out chain (§4): by default one call per block from z_0 = 0
-        grid, g = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid), torch.Generator(device).manual_seed(cfg.seed)
+        grid = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid)
+        g = torch.Generator(device).manual_seed(cfg.seed)
         return accuracy(lambda x: model.predict(x, (len(x), cfg.width), grid, cfg.start, cfg.readout, g, device))
 
     if cfg.assemble:
@@ -311,7 +314,31 @@ def main(cfg):
 
     common.print_table({k: v for k, v in metrics["methods"].items()}, acc_key)
     common.plot_comparison(metrics["methods"], acc_key, cfg.out)
+    if "diffusionblocks" in metrics["methods"]:
+        plot_readouts(metrics["methods"], acc_key, cfg.out)
     return metrics
+
+
+def plot_readouts(methods, acc_key, out):
+    """--out/readouts.png: DiffusionBlocks' accuracy after each call of every read-out chain of 4B calls."""
+    plt = common.pyplot()
+    readouts, B = methods["diffusionblocks"][f"{acc_key}_readouts"], methods["diffusionblocks"]["blocks"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, start in zip(axes, ("mean", "noise")):
+        for grid, color in (("boundaries", "C0"), ("final", "C1")):
+            for readout, style in (("last", "-"), ("sum", "--")):
+                accs = readouts[f"{start}/{grid}/{4 * B}"][readout]
+                ax.plot(range(1, len(accs) + 1), accs, style, color=color, marker=".", label=f"{grid}, {readout}")
+        if "backprop" in methods:
+            ax.axhline(methods["backprop"][acc_key], color="gray", ls=":", label="backprop")
+        ax.set_title(f"chain from {'z_0 = 0 (prediction)' if start == 'mean' else 'σ_max·ε (a draw)'}")
+        ax.set_xlabel(f"network calls ({B} = one pass of L layers)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel(acc_key)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "readouts.png"), dpi=120)
+    plt.close(fig)
 
 
 ABLATION = [("edm", 0.0), ("uniform", 0.0), ("uniform", 0.2)]  # (weighting, mislabel) of the training
