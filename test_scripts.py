@@ -194,6 +194,29 @@ def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
         assert changed.tolist() == [k == j for k in range(6)], j
 
 
+def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
+    """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last layer) gives the
+    slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with per-token conditions and concat_mask."""
+    sys.path.insert(0, HERE)
+    import diffusionblocks as db
+    from train_lm import CausalLM, concat_mask
+    torch.manual_seed(0)
+    net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
+    with torch.no_grad():
+        for p in net.parameters():  # wake every zero-initialised weight
+            p.normal_(0, 0.3)
+    x, c_noise = torch.randint(11, (4, 6)), torch.randn(4, 6)
+    N, n = x.shape
+    for m in (n, 2, 1):  # training (a slot per position) and generation (the last position only)
+        z = torch.randn(N, m, 8)
+        h = torch.cat([net.z_in(z) + net.pos[n - m + 1:n + 1], net.tok(x) + net.pos[:n]], 1)  # (N, m+n, D)
+        c = torch.cat([net.sigma_mlp(db.sigma_embedding(c_noise[:, :m], 256)), net.cond.expand(N, n, -1)], 1)
+        for layer in net.layers:
+            h = layer(h, c, concat_mask(n, m))
+        expected = net.final(h[:, :m], c[:, :m])  # (N, m, V)
+        assert torch.allclose(net(z, c_noise[:, :m], x), expected, atol=1e-5), m
+
+
 def test_lm_mdm_elbo_of_the_uniform_model_is_log2_vocabulary():
     """A predictor that outputs the uniform distribution over V characters costs exactly log2 V bits per character."""
     sys.path.insert(0, HERE)

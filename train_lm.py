@@ -69,6 +69,12 @@ class Config(common.DiscreteConfig):
     temperature: float = common.option(0.0, "sampling temperature of AR generation; 0 = greedy (paper)")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
     eval_sequences: int = common.option(256, "test sequences per evaluation; 0 = the whole test split")
+    grid: str = common.option("final", "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the authors' Euler "
+                              "steps + a final call at σ_min, or one call per block at its top; chosen on validation "
+                              "text (README)", ["final", "boundaries"])
+    readout: str = common.option("sum", "AR DiffusionBlocks logits read out: the sum of every call's log-softmax, or "
+                                 "the last call's; chosen on validation text (README)", ["sum", "last"])
+    validation: bool = common.option(False, "evaluate on the validation split (5 % of the text before the test split), to choose settings; metrics are then named val_*")
 
 
 PRESETS = {  # per --model; a flag overrides any of these
@@ -84,7 +90,7 @@ PRESETS = {  # per --model; a flag overrides any of these
     "ar": {
         "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
-        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=600, gen_tokens=32),
+        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3, gen_tokens=32),
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
                       lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000,
                       ckpt_every=5000, eval_sequences=0,
@@ -232,12 +238,14 @@ class CausalLM(nn.Module):
     Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict x_{i+1}.
     DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n) and z the noisy
     embeddings of the next tokens at positions n−m+1..n (N, m, E); runs [noisy ; clean] under `concat_mask`,
-    the noisy slots conditioned on their own σ, the clean tokens on a learned vector; logits (N, m, V).
+    the noisy slots conditioned on their own σ, the clean tokens on a learned vector (`two_stream_layer`);
+    logits (N, m, V).
     """
 
     def __init__(self, vocab, width, depth, heads, seq_len, target_dim=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
+        nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))  # positions 0..n: a slot's target may be n
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
@@ -255,13 +263,35 @@ class CausalLM(nn.Module):
                 h = layer(h, c, mask)
             return self.final(h, c)  # (N, n, V)
         m = z_in.shape[1]
-        noisy = self.z_in(z_in) + self.pos[n - m + 1:n + 1]  # (N, m, D)
-        h = torch.cat([noisy, h], 1)  # (N, m+n, D)
-        c = torch.cat([self.sigma_mlp(db.sigma_embedding(c_noise, 256)), self.cond.expand(N, n, -1)], 1)  # (N, m+n, D)
+        hz = self.z_in(z_in) + self.pos[n - m + 1:n + 1]  # (N, m, D): the noisy slots
+        cz = self.sigma_mlp(db.sigma_embedding(c_noise, 256))  # (N, m, D): each slot's own σ
         mask = concat_mask(n, m, x.device)  # (m+n, m+n)
-        for layer in self.layers:
-            h = layer(h, c, mask)
-        return self.final(h[:, :m], c[:, :m])  # (N, m, V): the noisy slots
+        for i, layer in enumerate(self.layers):
+            hz, h = two_stream_layer(layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1)
+        return self.final(hz, cz)  # (N, m, V)
+
+
+def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
+    """`layer` (an AdaLNZeroLayer) over [noisy slots hz (N, m, D) ; clean tokens hc (N, n, D)] under `mask`, the same
+    as layer(cat([hz, hc]), cat([cz, c_clean]), mask) for the slots, at the memory of what the math needs: the clean
+    tokens share one condition, so their modulation is one broadcast (D,) vector per parameter, not (N, n, 6D); each
+    slot's six modulation vectors are copied out of the (N, m, 6D) AdaLN output, so that output is not kept for
+    backward; in the last layer the clean tokens only give keys and values (their outputs are never read).
+    → (hz, hc) after the layer, hc None when `last`."""
+    m, N, D = hz.shape[1], hz.shape[0], hz.shape[2]
+    shift_z, scale_z, gate_z, shift2_z, scale2_z, gate2_z = (v.contiguous() for v in layer.adaLN(cz).chunk(6, -1))
+    shift_c, scale_c, gate_c, shift2_c, scale2_c, gate2_c = layer.adaLN(c_clean).chunk(6, -1)  # 6 × (D,)
+    a = torch.cat([db.modulate(layer.norm1(hz), shift_z, scale_z), db.modulate(layer.norm1(hc), shift_c, scale_c)], 1)
+    q, k, v = layer.qkv(a).view(N, a.shape[1], 3, layer.heads, D // layer.heads).permute(2, 0, 3, 1, 4)  # (N, H, m+n, ·)
+    rows = slice(0, m) if last else slice(None)  # the last layer needs the slots' queries only
+    out = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask[rows])  # (N, H, rows, D/H)
+    out = layer.proj(out.transpose(1, 2).reshape(N, -1, D))  # (N, rows, D)
+    hz = hz + gate_z * out[:, :m]
+    hz = hz + gate2_z * layer.mlp(db.modulate(layer.norm2(hz), shift2_z, scale2_z))
+    if last:
+        return hz, None
+    hc = hc + gate_c * out[:, m:]
+    return hz, hc + gate2_c * layer.mlp(db.modulate(layer.norm2(hc), shift2_c, scale2_c))
 
 
 @torch.no_grad()
@@ -364,6 +394,8 @@ def load_windows(cfg, window):
     """--dataset cut into windows of `window` characters: (data, training windows at every offset (a view), test
     windows with non-overlapping targets, the first --eval-sequences of them, gen_ppl's n-gram judge)."""
     data = common.load_text(cfg.dataset, cfg.data_dir, cfg.seed)
+    if getattr(cfg, "validation", False):  # choose settings on the validation text, never on the test split
+        data = {**data, "test": data["val"]}
     if min(len(data["train"]), len(data["test"])) < window:
         common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
                     f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
@@ -388,6 +420,15 @@ def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
                           for p, c in zip(prompts, continuations)])
             gen_ppl.append(judge.perplexity(torch.cat([prompts, continuations], 1), start=P))
     return texts, gen_ppl, judge.perplexity(held_out, start=P)
+
+
+def reference_bpc(data, judge, split):
+    """Bits per character of the evaluated text under two models that use no network: the training split's
+    character frequencies (add-one smoothed; the unigram level) and the n-gram judge (its --judge-order)."""
+    counts = torch.bincount(data["train"], minlength=len(data["chars"])).double() + 1
+    log2_p = (counts / counts.sum()).log2()
+    return {"unigram_bpc": float(-log2_p[data[split]].mean()),
+            "judge_bpc": math.log2(judge.perplexity(data[split][None]))}
 
 
 def write_samples(texts, run_dir):
@@ -423,13 +464,13 @@ def main(cfg):
     device = common.pick_device(cfg.device)
     common.seed_everything(cfg.seed)
     check_config(cfg)
-    ar = cfg.model == "ar"
+    ar, split = cfg.model == "ar", "val" if cfg.validation else "test"
     window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
     data, train_windows, test, test_eval, judge = load_windows(cfg, window)
     chars, V = data["chars"], len(data["chars"])
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {V}{' (with UNK)' if chars[-1] == common.UNK else ''}; {len(test_eval)} test sequences of {window} per "
+          f"V = {V}{' (with UNK)' if chars[-1] == common.UNK else ''}; {len(test_eval)} {split} sequences of {window} per "
           f"evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
 
     def get_batch(gen):
@@ -439,8 +480,8 @@ def main(cfg):
         """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last call of
         B Euler steps, one per block (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
         if isinstance(model, db.DiffusionBlocks):
-            sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks))
-            return model.predict(context, (len(context), m, cfg.width), sigmas, start, "last", generator, device)
+            sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
+            return model.predict(context, (len(context), m, cfg.width), sigmas, start, cfg.readout, generator, device)
         return model(None, None, context)[:, -m:]
 
     def bpc_per_slice(model):
@@ -458,14 +499,14 @@ def main(cfg):
         probability of the true character; DiffusionBlocks: the argmax accuracy of its chain from noise, which
         lands on a draw). `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
         if not ar:
-            return {"test_bpc": float(bpc_per_slice(model).sum())}
+            return {f"{split}_bpc": float(bpc_per_slice(model).sum())}
         gen, sums = torch.Generator(device).manual_seed(cfg.seed), {}
 
         def add(name, logits, y, draws=None):  # (N, n, V), (N, n): summed CE, correct argmax, accuracy of a draw
             sample_hits = (draws.argmax(-1) == y) if draws is not None else logits.softmax(-1).gather(-1, y[..., None])
-            for key, value in ((f"test_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
-                               (f"test_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-                               (f"test_sample_acc{name}", sample_hits.sum())):
+            for key, value in ((f"{split}_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
+                               (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
+                               (f"{split}_sample_acc{name}", sample_hits.sum())):
                 sums[key] = sums.get(key, 0.0) + float(value)
 
         with torch.no_grad(), common.autocast(device):
@@ -473,7 +514,13 @@ def main(cfg):
                 x = x.to(device)
                 draws = ar_logits(model, x[:, :-1], cfg.seq_len, gen, "noise") if isinstance(model, db.DiffusionBlocks) else None
                 add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:], draws)  # (N, n, V)
-                if isinstance(model, db.DiffusionBlocks):
+                if isinstance(model, db.DiffusionBlocks):  # every grid × read-out of the chain from z_0 = 0
+                    for grid in ("boundaries", "final"):
+                        calls = model.predict(x[:, :-1], (len(x), cfg.seq_len, cfg.width),
+                                              db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
+                        for readout, logits in (("last", calls[-1]), ("sum", calls.float().log_softmax(-1).sum(0))):
+                            key = f"{split}_next_token_acc_{grid}_{readout}"
+                            sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == x[:, 1:]).sum())
                     sigma_max = model.sigmas[-1]
                     z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
                     add("_block0", model.network(z, sigma_max, x[:, :-1], 0).float(), x[:, 1:])
@@ -496,9 +543,9 @@ def main(cfg):
                 samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
                 texts = [common.decode(s, chars) for s in samples]
                 result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
-                          "test_bpc_per_block": bpc_per_slice(model).tolist()}
+                          f"{split}_bpc_per_block": bpc_per_slice(model).tolist()}
         write_samples(texts, run_dir)
-        return {**result, "samples": texts[:3]}
+        return {**result, **reference_bpc(data, judge, "test"), "samples": texts[:3]}
 
     def train(method):
         """Train one method and evaluate it; None for --block (the block is saved for --assemble)."""
@@ -546,15 +593,15 @@ def main(cfg):
         if method == "diffusionblocks":
             extra.update(gamma=cfg.gamma, partition=cfg.partition if ar else "equal drops of α")
             if ar:
-                extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel)
+                extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}")
         return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
 
-    headline, curve = ("gen_ppl", "test_ce") if ar else ("test_bpc", "test_bpc")
+    headline, curve = ("gen_ppl", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
     if cfg.assemble:
         model = build_model(cfg, V, "diffusionblocks").to(device)
         metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
             **evaluate(m), **final_evaluation(m, os.path.join(cfg.out, "assembled"))}, device)
-        report(metrics["methods"], ar)
+        report(metrics["methods"], ar, split)
         return metrics
     for method in METHODS if cfg.method == "all" else [cfg.method]:
         result = train(method)
@@ -562,42 +609,46 @@ def main(cfg):
             return None
         metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
     common.print_table(metrics["methods"], headline)
-    report(metrics["methods"], ar)
+    report(metrics["methods"], ar, split)
     common.plot_comparison(metrics["methods"], curve, cfg.out)
     if not ar:
-        plot_bpc_per_block(metrics["methods"], cfg.out)
+        plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
 
 
-def report(methods, ar):
-    """The metrics beside the table's headline, and two samples per method."""
+def report(methods, ar, split="test"):
+    """The metrics beside the table's headline, the reference models' bpc, and two samples per method."""
+    first = next(iter(methods.values()))
+    print(f"reference, bits per character of the {split} text: training-split unigram {first['unigram_bpc']:.3f}, "
+          f"n-gram judge {first['judge_bpc']:.3f}")
     for name, r in methods.items():
         if ar:
-            block0 = (f"; block 0 at σ_max: acc {r['test_next_token_acc_block0']:.4f}, ce {r['test_ce_block0']:.4f}"
-                      if "test_ce_block0" in r else "")
-            print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
-                  f"test_sample_acc {r['test_sample_acc']:.4f}{block0}, "
+            block0 = (f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
+                      f"ce {r[split + '_ce_block0']:.4f}" if split + "_ce_block0" in r else "")
+            print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
+                  f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}, "
                   f"gen_ppl {r['gen_ppl']:.3f} (T = 1 samples: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
                   f"{r['judge_ppl_held_out']:.3f})")
         else:
-            print(f"{name}: test_bpc {r['test_bpc']:.4f} = {' + '.join(f'{v:.4f}' for v in r['test_bpc_per_block'])} "
+            print(f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
+                  f"{' + '.join(f'{v:.4f}' for v in r[split + '_bpc_per_block'])} "
                   f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "
-                  f"(judge on test text: {r['judge_ppl_held_out']:.3f})")
+                  f"(judge on {split} text: {r['judge_ppl_held_out']:.3f})")
         for text in r["samples"][:2]:
             print(f"  sample: {text!r}")
 
 
-def plot_bpc_per_block(methods, out):
+def plot_bpc_per_block(methods, out, split="test"):
     """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored it."""
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / len(methods)
     for i, (name, r) in enumerate(methods.items()):
-        parts = r["test_bpc_per_block"]
-        ax.bar(np.arange(len(parts)) + i * width, parts, width, label=f"{name} ({r['test_bpc']:.3f} bpc)")
+        parts = r[f"{split}_bpc_per_block"]
+        ax.bar(np.arange(len(parts)) + i * width, parts, width, label=f"{name} ({r[split + '_bpc']:.3f} bpc)")
     ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2, [f"block {b}" for b in range(len(parts))])
     ax.set_xlabel("t slice (block 0 = most masked)")
-    ax.set_ylabel("contribution to test bits per character")
+    ax.set_ylabel(f"contribution to {split} bits per character")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bpc_per_block.png"), dpi=120)
@@ -606,4 +657,4 @@ def plot_bpc_per_block(methods, out):
 
 if __name__ == "__main__":
     config = parse_args()
-    common.run_seeds(main, config, "gen_ppl" if config.model == "ar" else "test_bpc")
+    common.run_seeds(main, config, "gen_ppl" if config.model == "ar" else ("val_bpc" if config.validation else "test_bpc"))
