@@ -325,16 +325,30 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed steps; the median is reported")
     parser.add_argument("--smoke", action="store_true", help="tiny models (6 layers, width 32): seconds, for the test")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="results/benchmark.json", help="rows as JSON; the plot goes beside (.png)")
+    parser.add_argument("--out", default=os.path.join("runs", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"),
+                        help="rows as JSON; the plot goes beside (.png); default under runs/ (results/ holds the "
+                             "README's run: pass --out results/benchmark.json to regenerate it)")
     args = parser.parse_args()
     args.device = device = common.pick_device(args.device)
     names = args.archs.split(",")
     if not set(names) <= set(ARCHS):
         common.fail(f"--archs: unknown {sorted(set(names) - set(ARCHS))}; allowed: {', '.join(ARCHS)}")
-    args.blocks = [int(B) for B in args.blocks.split(",")]
+    try:
+        args.blocks = [int(B) for B in args.blocks.split(",")]
+    except ValueError:
+        common.fail(f"--blocks {args.blocks!r}: need comma-separated integers, e.g. 1,2,3,4,6")
     args.memory = args.memory or ("step" if device.type == "cuda" else "fit")
-    if min(args.blocks) < 1 or (args.time_batch or 0) < 0 or args.warmup < 0 or args.repeats < 1:
-        common.fail("need --blocks >= 1, --time-batch >= 0, --warmup >= 0 and --repeats >= 1")
+    layers = 6 if args.smoke else 12  # every architecture with a partition has 12 layers (6 with --smoke)
+    if not 1 <= min(args.blocks) <= max(args.blocks) <= layers:
+        common.fail(f"--blocks {','.join(map(str, args.blocks))}: each B must be in 1..{layers} (the layers to split)")
+    if (args.time_batch or 0) < 0 or args.warmup < 0 or args.repeats < 1:
+        common.fail("need --time-batch >= 0, --warmup >= 0 and --repeats >= 1")
+    try:  # before minutes of measuring: the folder of --out must take the JSON and the plot
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    except OSError as e:
+        common.fail(f"--out {args.out}: cannot create its folder ({e.strerror})")
+    if os.path.isdir(args.out) or not os.access(os.path.dirname(args.out) or ".", os.W_OK):
+        common.fail(f"--out {args.out}: need a file name in a writable folder")
     torch.manual_seed(args.seed)
     memory = "one step at the stated batch" if args.memory == "step" else "fitted from steps at batches 2 and 3"
     print(f"device {device}; memory: {memory}; time: median of {args.repeats} steps after {args.warmup} warm-up")
@@ -344,7 +358,6 @@ def main():
         rows += benchmark(name, ARCHS[name](args.smoke), args)
         print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(rows)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)
     plot(rows, os.path.splitext(args.out)[0] + ".png")

@@ -268,6 +268,19 @@ def test_lm_bad_model_is_an_error_with_status_2(tmp_path):
 # benchmark.py
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("args, names", [
+    (["--blocks", "a,b"], "--blocks"),  # not integers
+    (["--blocks", "2,7"], "1..6"),  # more blocks than the smoke models' 6 layers
+    (["--blocks", "0"], "1..6"),
+    (["--out", "."], "--out"),  # a folder, not a file
+])
+def test_benchmark_bad_flags_are_one_line_errors_before_any_work(args, names):
+    """Bad --blocks or --out: exit 2 with one `error:` line naming the flag and what is allowed, no traceback."""
+    result = run_script("benchmark.py", "--smoke", "--device", "cpu", *args)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and names in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "measured" not in result.stdout
+
+
 def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_plus_a_stem(tmp_path):
     """--memory fit (steps at batches 2 and 3, activations extrapolated) gives exactly the bytes of a step at the
     stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its own stem and head."""
