@@ -75,6 +75,33 @@ def fail(message, status=2):
     sys.exit(status)
 
 
+# The allowed values of every numeric flag of the scripts (a script checks its own couplings, e.g. width % heads).
+AT_LEAST = dict(blocks=1, steps=1, batch_size=1, eval_every=1, ckpt_every=1, layers=1, width=1, heads=1, patch=1,
+                seq_len=2, elbo_samples=1, sample_steps=1, gen_samples=1, gen_tokens=1, judge_order=1, core=1,
+                mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=1, fid_classifier_steps=1, seed=0, block=-1, calls=0,
+                eval_sequences=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
+IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1))  # lo <= value < hi
+
+
+def check_numbers(cfg):
+    """One-line errors (exit 2) for a numeric flag outside AT_LEAST / IN_RANGE, a non-finite one, --lr <= 0, or
+    --seeds that are not distinct integers >= 0."""
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"{flag} must be a finite number, got {value}")
+        if f.name in AT_LEAST and value < AT_LEAST[f.name]:
+            fail(f"{flag} must be >= {AT_LEAST[f.name]}, got {value}")
+        if f.name in IN_RANGE and not IN_RANGE[f.name][0] <= value < IN_RANGE[f.name][1]:
+            fail(f"{flag} must be in [{IN_RANGE[f.name][0]}, {IN_RANGE[f.name][1]}), got {value}")
+    if cfg.lr <= 0:
+        fail(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.seeds:
+        seeds = cfg.seeds.split(",")
+        if not all(s.strip().isdigit() for s in seeds) or len(set(map(int, seeds))) < len(seeds):
+            fail(f"--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got {cfg.seeds!r}")
+
+
 def parse_config(config_class, presets, methods, argv=None):
     """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags."""
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
@@ -97,15 +124,7 @@ def parse_config(config_class, presets, methods, argv=None):
     cfg = config_class(**{**presets[preset], **args, "preset": preset})
     if cfg.block < 0 and "RANK" in os.environ and cfg.method == "diffusionblocks":
         cfg.block = int(os.environ["RANK"])  # torchrun: rank r trains block r, no collective needed
-    for name in ("blocks", "steps", "batch_size", "eval_every", "ckpt_every"):
-        if getattr(cfg, name) < 1:
-            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.gamma < 0.5:
-        fail(f"--gamma must be in [0, 0.5), got {cfg.gamma}")
-    if cfg.lr <= 0:
-        fail(f"--lr must be > 0, got {cfg.lr}")
-    if not 0 <= getattr(cfg, "mislabel", 0) < 1:
-        fail(f"--mislabel must be in [0, 1), got {cfg.mislabel}")
+    check_numbers(cfg)
     if (cfg.block >= 0 or cfg.assemble) and cfg.method != "diffusionblocks":
         fail("--block and --assemble need --method diffusionblocks")
     if cfg.block >= cfg.blocks:
@@ -572,10 +591,7 @@ def run_seeds(main, cfg, headline, baseline="backprop"):
     """--seeds 0,1,2: run main(cfg) per seed into --out/seed<s>, then write and print mean ± std."""
     if not cfg.seeds:
         return main(cfg)
-    try:
-        seeds = [int(s) for s in cfg.seeds.split(",")]
-    except ValueError:
-        fail(f"--seeds must be comma-separated integers like 0,1,2, got {cfg.seeds!r}")
+    seeds = [int(s) for s in cfg.seeds.split(",")]  # checked by parse_config
     runs = []
     for seed in seeds:
         runs.append(main(dataclasses.replace(cfg, seed=seed, seeds="", out=os.path.join(cfg.out, f"seed{seed}"))))

@@ -118,6 +118,18 @@ def test_vit_resume_continues_from_the_checkpoint(tmp_path):
     assert [c["iter"] for c in curve] == [15, 30]
 
 
+@pytest.mark.parametrize("flag, value", [
+    ("--lr", "nan"), ("--lr", "0"), ("--weight-decay", "nan"), ("--min-lr", "inf"), ("--width", "0"), ("--heads", "0"),
+    ("--patch", "0"), ("--seed", "-1"), ("--warmup", "-1"), ("--warmup", "2"), ("--block", "-2"), ("--seeds", "0,0"),
+    ("--seeds", "0,-1"), ("--gamma", "0.5"), ("--mislabel", "1"), ("--steps", "0"), ("--calls", "-1"),
+])
+def test_bad_numeric_flags_are_one_line_errors_before_any_work(flag, value, tmp_path):
+    """Each out-of-range or non-finite number: exit 2, one `error:` line naming the flag, nothing written."""
+    result = run_script("train_vit.py", "--preset", "smoke", flag, value, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and result.stderr.startswith("error: " + flag), result.stderr[-500:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
 def test_vit_more_blocks_than_layers_is_a_one_line_error(tmp_path):
     result = run_script("train_vit.py", "--preset", "smoke", "--blocks", "5", "--out", str(tmp_path))
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "layers" in result.stderr
