@@ -134,7 +134,35 @@ def parse_config(config_class, presets, methods, argv=None):
     script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     cfg.out = cfg.out or os.path.join("runs", f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
                                               f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_out(cfg, script)
     return cfg
+
+
+RUN_FIELDS = ("method", "resume", "block", "assemble", "seed", "seeds", "out")  # may differ within one --out
+
+
+def check_out(cfg, script):
+    """--out must be a writable folder, and the metrics.json already there (or in its seed<s> folders) must come
+    from this script with the same settings (but RUN_FIELDS): runs are merged there, never mixed."""
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {cfg.out}: cannot create this folder ({e.strerror})")
+    if not os.access(cfg.out, os.W_OK):
+        fail(f"--out {cfg.out}: the folder is not writable")
+    seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
+    config = dataclasses.asdict(cfg)
+    for path in [os.path.join(cfg.out, "metrics.json")] + [os.path.join(cfg.out, f"seed{s}", "metrics.json") for s in seeds]:
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("script") != script + ".py":
+            fail(f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out")
+        for key, value in config.items():
+            if key not in RUN_FIELDS and old.get("config", {}).get(key) != value:
+                fail(f"--out {cfg.out}: {path} was run with {key} = {old.get('config', {}).get(key)!r}, here "
+                     f"{value!r}; use another --out (or remove the folder) to keep runs of different settings apart")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,6 +130,21 @@ def test_bad_numeric_flags_are_one_line_errors_before_any_work(flag, value, tmp_
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
+def test_out_that_is_a_file_or_holds_other_settings_is_refused(tmp_path):
+    """--out naming a file, or a folder whose metrics.json came from other settings: exit 2 before any work; the
+    same settings with another --method merge into it."""
+    (tmp_path / "file").write_text("x")
+    result = run_script("train_vit.py", "--preset", "smoke", "--out", str(tmp_path / "file"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --out"), result.stderr[-500:]
+    out = str(tmp_path / "run")
+    assert run_script("train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", out).returncode == 0
+    result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--width", "48", "--out", out)
+    assert result.returncode == 2 and "width" in result.stderr and "Traceback" not in result.stderr, result.stderr[-500:]
+    assert run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", out).returncode == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert set(json.load(f)["methods"]) == {"backprop", "diffusionblocks"}
+
+
 def test_vit_more_blocks_than_layers_is_a_one_line_error(tmp_path):
     result = run_script("train_vit.py", "--preset", "smoke", "--blocks", "5", "--out", str(tmp_path))
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "layers" in result.stderr
