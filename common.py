@@ -151,7 +151,6 @@ def check_out(cfg, script):
     if not os.access(cfg.out, os.W_OK):
         fail(f"--out {cfg.out}: the folder is not writable")
     seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
-    config = dataclasses.asdict(cfg)
     for path in [os.path.join(cfg.out, "metrics.json")] + [os.path.join(cfg.out, f"seed{s}", "metrics.json") for s in seeds]:
         if not os.path.exists(path):
             continue
@@ -159,10 +158,19 @@ def check_out(cfg, script):
             old = json.load(f)
         if old.get("script") != script + ".py":
             fail(f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out")
-        for key, value in config.items():
-            if key not in RUN_FIELDS and old.get("config", {}).get(key) != value:
-                fail(f"--out {cfg.out}: {path} was run with {key} = {old.get('config', {}).get(key)!r}, here "
-                     f"{value!r}; use another --out (or remove the folder) to keep runs of different settings apart")
+        differs = differing_setting(old.get("config", {}), cfg, RUN_FIELDS)
+        if differs:
+            fail(f"--out {cfg.out}: {path} was run with {differs[0]} = {differs[1]!r}, here {differs[2]!r}; use "
+                 f"another --out (or remove the folder) to keep runs of different settings apart")
+
+
+def differing_setting(saved, cfg, free):
+    """(name, saved value, value here) of the first setting in which a saved config differs from cfg, ignoring the
+    names in `free`; None when they agree."""
+    for key, value in dataclasses.asdict(cfg).items():
+        if key not in free and saved.get(key) != value:
+            return key, saved.get(key), value
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,6 +240,58 @@ def validation_split(data, seed):
     return {**data, "x_train": x_train, "y_train": y_train, "x_test": x_val, "y_test": y_val}
 
 
+NPZ_FORMAT = ("x: images, (N, H, W) or (N, H, W, C) with C = 1 or 3, H = W, uint8 0..255 or float 0..1; y: (N,) integer "
+              "class ids 0..K−1 (K <= 10000); optional x_test, y_test alike (else 20 % of x is held out)")
+
+
+def _npz_images(path, key, x):
+    """The array `key` of an npz as uint8 (N, C, H, W), or a one-line error saying what NPZ_FORMAT needs."""
+    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
+        fail(f"{path}: {key} has shape {x.shape}, channels first; store (N, H, W, C)")
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)) or x.shape[1] != x.shape[2]:
+        fail(f"{path}: {key} has shape {x.shape}; need {NPZ_FORMAT}")
+    if x.dtype.kind == "f":
+        if not (np.isfinite(x).all() and 0 <= x.min() and x.max() <= 1):
+            fail(f"{path}: float {key} must lie in [0, 1] (it lies in [{x.min()}, {x.max()}]); or store uint8 0..255")
+        x = np.round(x * 255)
+    elif x.dtype.kind not in "ui" or x.min() < 0 or x.max() > 255:
+        fail(f"{path}: {key} must be uint8 0..255 or float 0..1, got {x.dtype} in [{x.min()}, {x.max()}]")
+    return _as_nchw(x.astype(np.uint8))
+
+
+def _npz_labels(path, key, y, n):
+    """The array `key` of an npz as (n,) int64 class ids, or a one-line error."""
+    if y.ndim != 1 or y.dtype.kind not in "ui" or len(y) != n:
+        fail(f"{path}: {key} must be (N,) integer class ids matching its images (N = {n}), got {y.dtype} {y.shape}"
+             + (" (one-hot? store the class index)" if y.ndim == 2 else ""))
+    if len(y) and not 0 <= y.min() <= y.max() < 10_000:
+        fail(f"{path}: {key} must hold class ids in 0..9999, got [{y.min()}, {y.max()}]")
+    return torch.as_tensor(y.astype(np.int64))
+
+
+def _load_npz(path, seed):
+    """npz:PATH → (x_train, y_train, x_test, y_test), every array checked against NPZ_FORMAT."""
+    if not os.path.isfile(path):
+        fail(f"--dataset npz:{path}: no such file; {NPZ_FORMAT}")
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except Exception as e:  # not an npz: numpy raises several kinds
+        fail(f"{path} is not a readable .npz ({type(e).__name__}); {NPZ_FORMAT}")
+    if not {"x", "y"} <= set(arrays) or ("x_test" in arrays) != ("y_test" in arrays):
+        fail(f"{path} holds {sorted(arrays)}; need x and y, and x_test with y_test or neither ({NPZ_FORMAT})")
+    x = _npz_images(path, "x", arrays["x"])
+    y = _npz_labels(path, "y", arrays["y"], len(x))
+    if "x_test" not in arrays:
+        if len(x) < 10:
+            fail(f"{path}: {len(x)} images; need at least 10 (20 % of them are held out for testing)")
+        return _split(x, y, seed)
+    x_test = _npz_images(path, "x_test", arrays["x_test"])
+    if len(x) == 0 or len(x_test) == 0 or x.shape[1:] != x_test.shape[1:]:
+        fail(f"{path}: x {tuple(x.shape)} and x_test {tuple(x_test.shape)} (as N, C, H, W) need images of one "
+             f"shape and at least one of each")
+    return x, y, x_test, _npz_labels(path, "y_test", arrays["y_test"], len(x_test))
+
+
 def load_images(name, data_dir, seed):
     """digits (sklearn, offline), mnist, cifar10, cifar100 (torchvision) or npz:PATH → dict of tensors."""
     if name == "digits":
@@ -242,18 +302,7 @@ def load_images(name, data_dir, seed):
     elif name in ("mnist", "cifar10", "cifar100"):
         x_train, y_train, x_test, y_test = _torchvision_images(name, data_dir)
     elif name.startswith("npz:"):
-        path = name[4:]
-        if not os.path.isfile(path):
-            fail(f"--dataset {name}: no file {path!r}; an npz needs arrays x (N,H,W[,C] uint8) and y")
-        arrays = np.load(path)
-        if "x" not in arrays or "y" not in arrays:
-            fail(f"{path} must hold arrays 'x' (uint8, (N,H,W) or (N,H,W,C)) and 'y' (integers); "
-                 f"it holds {sorted(arrays.files)}")
-        x, y = _as_nchw(arrays["x"]), torch.as_tensor(arrays["y"]).long()
-        if "x_test" in arrays:
-            x_train, y_train, x_test, y_test = x, y, _as_nchw(arrays["x_test"]), torch.as_tensor(arrays["y_test"])
-        else:
-            x_train, y_train, x_test, y_test = _split(x, y, seed)
+        x_train, y_train, x_test, y_test = _load_npz(name[4:], seed)
     else:
         fail(f"unknown --dataset {name!r}; allowed: digits, mnist, cifar10, cifar100, npz:PATH")
     return dict(x_train=x_train.to(torch.uint8), y_train=y_train.long(), x_test=x_test.to(torch.uint8),
@@ -313,8 +362,13 @@ def load_text(name, data_dir, seed):
         path = name[4:]
         if not os.path.isfile(path):
             fail(f"--dataset {name}: no file {path!r}; txt:PATH needs a UTF-8 text file")
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            fail(f"--dataset {name}: not UTF-8 text (byte {e.start} cannot be decoded); convert it to UTF-8")
+        if "\x00" in text:
+            fail(f"--dataset {name}: holds NUL characters, a binary file; txt:PATH needs a UTF-8 text file")
     else:
         fail(f"unknown --dataset {name!r}; allowed: pydoc, shakespeare, text8, txt:PATH")
     if name == "text8":
@@ -398,23 +452,33 @@ def _set_state(obj, state):
     obj.set_state(state) if isinstance(obj, torch.Generator) else obj.load_state_dict(state)
 
 
-def train_loop(step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, resume, desc,
+def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, desc,
                layers_per_iter):
     """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on NaN.
 
     Only `step` is timed (data preparation is not). `state` maps names to models, optimizers and
-    generators; it is saved with the iteration, the learning curve and the training time.
+    generators; it is saved with the iteration, the learning curve, the training time and cfg, which
+    --resume must match.
     """
     stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
-    if resume and os.path.exists(ckpt_path):
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if cfg.resume and os.path.exists(ckpt_path):
+        try:
+            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated or not a checkpoint: torch raises several kinds
+            fail(f"--resume: cannot read {ckpt_path} ({type(e).__name__}); remove it to start over")
+        differs = differing_setting(saved.get("config", {}), cfg, ("resume", "out", "seeds"))
+        if differs:
+            fail(f"--resume: {ckpt_path} was trained with {differs[0]} = {differs[1]!r}, here {differs[2]!r}")
         for name, obj in state.items():
             _set_state(obj, saved["state"][name])
         stats = saved["stats"]
         print(f"resumed {ckpt_path} at iteration {stats['iter']}")
+    elif cfg.resume:
+        print(f"--resume: no checkpoint at {ckpt_path}, starting from iteration 0")
 
     def checkpoint():
-        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "stats": stats}, ckpt_path)
+        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "stats": stats,
+                     "config": dataclasses.asdict(cfg)}, ckpt_path)
 
     bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
     for it in bar:
@@ -494,7 +558,15 @@ def assemble(cfg, script, headline, model, evaluate, device):
     if missing:
         fail(f"--assemble needs every block file; missing {missing}. Train each with "
              f"--method diffusionblocks --block b --out {cfg.out}")
-    saved = [torch.load(p, map_location=device, weights_only=False) for p in paths]
+    saved = []
+    for path in paths:
+        try:
+            saved.append(torch.load(path, map_location=device, weights_only=False))
+        except Exception as e:  # truncated or not a block file
+            fail(f"--assemble: cannot read {path} ({type(e).__name__}); train that block again")
+        differs = differing_setting(saved[-1].get("config", {}), cfg, ("block", "assemble", "resume", "out", "seeds"))
+        if differs:
+            fail(f"--assemble: {path} was trained with {differs[0]} = {differs[1]!r}, here {differs[2]!r}")
     for block, s in zip(model.blocks, saved):
         block.load_state_dict(s["block"])
     memory = max((s["memory"] for s in saved), key=lambda m: m["total"])

@@ -1,6 +1,6 @@
 """Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in seconds.
 
-Run: python -m pytest -q test_scripts.py      (about half a minute on a 2-core CPU)
+Run: python -m pytest -q test_scripts.py      (about 5.5 minutes on a 2-core CPU)
 """
 import json
 import math
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,15 +108,30 @@ def test_vit_blocks_trained_in_separate_processes_assemble(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assembled = json.loads((tmp_path / "metrics.json").read_text())["methods"]["assembled"]
     assert 0 <= assembled["test_acc"] <= 1 and assembled["iters"] == 3 * 30
+    (tmp_path / "metrics.json").unlink()  # the block files themselves refuse a mismatched assembly
+    for flag, value in (("--blocks", "2"), ("--seed", "1"), ("--gamma", "0.1")):
+        result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
+                            flag, value, "--out", str(tmp_path))
+        assert result.returncode == 2 and flag[2:] in result.stderr and "Traceback" not in result.stderr, flag
 
 
-def test_vit_resume_continues_from_the_checkpoint(tmp_path):
+def test_vit_resume_checks_the_settings_and_the_checkpoint(tmp_path):
+    """--resume with the run's settings continues from its checkpoint (here: the last one, nothing left to do);
+    with other settings, from a corrupt checkpoint, or another run's block files: one-line errors, exit 2."""
     args = ["train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", str(tmp_path)]
-    assert run_script(*args, "--steps", "15").returncode == 0
-    result = run_script(*args, "--steps", "30", "--resume")
+    assert run_script(*args).returncode == 0
+    before = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
+    result = run_script(*args, "--resume")
     assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[-2000:]
-    curve = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]["curve"]
-    assert [c["iter"] for c in curve] == [15, 30]
+    after = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
+    assert after["curve"] == before["curve"] and after["test_acc"] == before["test_acc"]
+    (tmp_path / "metrics.json").unlink()  # the checkpoint itself must also refuse other settings
+    result = run_script(*args, "--resume", "--lr", "0.005")
+    assert result.returncode == 2 and "lr" in result.stderr and "Traceback" not in result.stderr, result.stderr[-500:]
+    ckpt = tmp_path / "backprop" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
+    result = run_script(*args, "--resume")
+    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("flag, value", [
@@ -143,6 +159,61 @@ def test_out_that_is_a_file_or_holds_other_settings_is_refused(tmp_path):
     assert run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", out).returncode == 0
     with open(os.path.join(out, "metrics.json")) as f:
         assert set(json.load(f)["methods"]) == {"backprop", "diffusionblocks"}
+
+
+def _images(n, shape=(8, 8), dtype=np.uint8, high=256):
+    rng = np.random.default_rng(0)
+    return (rng.random((n, *shape)) * high).astype(dtype)
+
+
+BAD_NPZ = {  # name: arrays of an npz that must be refused with one line
+    "no y": dict(x=_images(40)),
+    "x_test without y_test": dict(x=_images(40), y=np.arange(40) % 3, x_test=_images(10)),
+    "lengths differ": dict(x=_images(40), y=np.arange(30) % 3),
+    "negative label": dict(x=_images(40), y=np.arange(40) % 3 - 1),
+    "huge label": dict(x=_images(40), y=np.full(40, 10**9)),
+    "one-hot labels": dict(x=_images(40), y=np.eye(3, dtype=np.int64)[np.arange(40) % 3]),
+    "float labels": dict(x=_images(40), y=np.arange(40) % 3 * 1.0),
+    "two images": dict(x=_images(2), y=np.arange(2)),
+    "2-D x": dict(x=_images(40, (64,)), y=np.arange(40) % 3),
+    "grey train, RGB test": dict(x=_images(40), y=np.arange(40) % 3, x_test=_images(10, (8, 8, 3)),
+                                 y_test=np.arange(10) % 3),
+    "channels first": dict(x=_images(40, (3, 8, 8)), y=np.arange(40) % 3),
+    "not square": dict(x=_images(40, (8, 6)), y=np.arange(40) % 3),
+    "floats above 1": dict(x=_images(40, dtype=np.float32), y=np.arange(40) % 3),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NPZ) + ["not an npz"])
+def test_bad_npz_is_a_one_line_error(case, tmp_path):
+    """Every malformed npz:PATH: exit 2 with one `error:` line, no traceback, before any training."""
+    path = tmp_path / "data.npz"
+    if case == "not an npz":
+        path.write_bytes(b"plain bytes")
+    else:
+        np.savez(path, **BAD_NPZ[case])
+    result = run_script("train_vit.py", "--preset", "smoke", "--dataset", f"npz:{path}", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and result.stderr.startswith("error:"), (case, result.stderr[-800:])
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, case
+
+
+def test_float_npz_images_are_scaled_not_truncated(tmp_path):
+    """Float images in [0, 1] train like the same images as uint8 0..255 (not cast to {0, 1})."""
+    sys.path.insert(0, HERE)
+    import common
+    x = _images(40)
+    np.savez(tmp_path / "u8.npz", x=x, y=np.arange(40) % 3)
+    np.savez(tmp_path / "f.npz", x=x.astype(np.float32) / 255, y=np.arange(40) % 3)
+    u8, f = (common.load_images(f"npz:{tmp_path / n}", "data", 0) for n in ("u8.npz", "f.npz"))
+    assert torch.equal(u8["x_train"], f["x_train"]) and torch.equal(u8["y_test"], f["y_test"])
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01binary\x00", "caf\u00e9".encode("latin-1")])
+def test_txt_that_is_not_utf8_text_is_refused(content, tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(content * 100)
+    result = run_script("train_lm.py", "--preset", "smoke", "--dataset", f"txt:{path}", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
 
 
 def test_vit_more_blocks_than_layers_is_a_one_line_error(tmp_path):

@@ -329,10 +329,10 @@ def main(cfg):
             print(common.describe_blocks(run_cfg, model, split, iters))
         block_only, run_dir = run_cfg.block >= 0, os.path.join(run_cfg.out, name)
         ckpt = os.path.join(run_dir, f"block{run_cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
-        stats = common.train_loop(step, lambda it: get_batch(it, gen), iters,
+        stats = common.train_loop(run_cfg, step, lambda it: get_batch(it, gen), iters,
                                   {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
                                   (lambda: {}) if block_only else (lambda: test_denoise_loss(model)),
-                                  run_cfg.eval_every, run_cfg.ckpt_every, run_cfg.resume,
+                                  run_cfg.eval_every, run_cfg.ckpt_every,
                                   name + (str(run_cfg.block) if block_only else ""), run_cfg.layers / num_blocks)
         if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
             common.save_block(run_cfg, model, memory, stats, iters)

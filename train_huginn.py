@@ -333,10 +333,10 @@ def main(cfg):
                  if method == "bptt" else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
                                           f"the baseline's iterations)"))
         run_dir = os.path.join(cfg.out, method)
-        stats = common.train_loop(step, lambda it: train_windows[torch.randint(
+        stats = common.train_loop(cfg, step, lambda it: train_windows[torch.randint(
             len(train_windows), (cfg.batch_size,), generator=gen)].to(device), iters,
             {"model": model, "opt": opt, "gen": gen, "noise": noise_gen, "tally": tally},
-            os.path.join(run_dir, "ckpt.pt"), lambda: evaluate(model, K), cfg.eval_every, cfg.ckpt_every, cfg.resume,
+            os.path.join(run_dir, "ckpt.pt"), lambda: evaluate(model, K), cfg.eval_every, cfg.ckpt_every,
             method, cfg.prelude + cfg.core + cfg.coda)  # every layer is updated at every step, in both methods
         extra = {"train_layer_evals_per_step": tally.total / iters, "train_layer_evals": tally.total,
                  "test_iters": K, "layers": [cfg.prelude, cfg.core, cfg.coda]}

@@ -235,9 +235,9 @@ def main(cfg):
             x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
             memory = common.measure_memory(model, opt, lambda m, o: ce_step(m, o, x0, y0))
             print(f"backprop: {common.count_params(model):,} parameters, {cfg.steps} iterations of {cfg.layers} layers")
-            stats = common.train_loop(step, batch, cfg.steps, {"model": model, "opt": opt, "gen": gen}, ckpt,
+            stats = common.train_loop(cfg, step, batch, cfg.steps, {"model": model, "opt": opt, "gen": gen}, ckpt,
                                       lambda: accuracy(lambda x: model(None, None, x)), cfg.eval_every,
-                                      cfg.ckpt_every, cfg.resume, "backprop", cfg.layers)
+                                      cfg.ckpt_every, "backprop", cfg.layers)
             extra = {}
 
         elif method == "diffusionblocks":
@@ -258,9 +258,9 @@ def main(cfg):
             if cfg.block >= 0:
                 ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt")
             evaluate_fn = (lambda: {}) if cfg.block >= 0 else (lambda: chain_accuracy(model))
-            stats = common.train_loop(step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen,
-                                                           "noise": noise_gen}, ckpt, evaluate_fn, cfg.eval_every,
-                                      cfg.ckpt_every, cfg.resume, f"diffusionblocks{'' if cfg.block < 0 else cfg.block}",
+            stats = common.train_loop(cfg, step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen,
+                                                                "noise": noise_gen}, ckpt, evaluate_fn, cfg.eval_every,
+                                      cfg.ckpt_every, f"diffusionblocks{'' if cfg.block < 0 else cfg.block}",
                                       cfg.layers / cfg.blocks)
             if cfg.block >= 0:  # this block alone, in its own process: save it, evaluate later with --assemble
                 common.save_block(cfg, model, memory, stats, iters)
@@ -303,8 +303,8 @@ def main(cfg):
             memory = max(per_block, key=lambda m: m["total"])
             print(f"local: {cfg.blocks} pieces of {split} layers trained one after another, {cfg.steps} iterations each")
             model = nn.ModuleList(pieces)
-            stats = common.train_loop(step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen}, ckpt,
-                                      lambda: accuracy(predict), cfg.eval_every, cfg.ckpt_every, cfg.resume,
+            stats = common.train_loop(cfg, step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen},
+                                      ckpt, lambda: accuracy(predict), cfg.eval_every, cfg.ckpt_every,
                                       "local", cfg.layers / cfg.blocks)
             extra = {"blocks": cfg.blocks, "train_memory_per_block": per_block,  # the frozen pieces also sit in memory:
                      "frozen_parameter_bytes": sum(p.nbytes for piece in pieces[:-1] for p in piece.parameters())}
