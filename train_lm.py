@@ -19,10 +19,11 @@ methods, each draw scored by the block that owns its t. Samples: ancestral unmas
 diffusionblocks.AdaLNZeroLayer as they are). Backprop: next-token cross-entropy, AdaLN condition a
 learned vector. DiffusionBlocks: B blocks, each a `db.DiffusionBlocks` denoiser of the next token's
 fixed embedding, noised with one σ per token; the input is [noisy slots ; clean tokens] with the mask of
-Block Diffusion (Arriola et al. 2025, block size 1); loss and hint corruption: --weighting, --mislabel.
-Read-out: per token, B Euler steps, one per block (§4). From z_0 = 0 the chain predicts (test_next_token_acc,
-test_ce of its last logits, greedy gen_ppl: against backprop's argmax); from σ_max·ε it draws a character
-(test_sample_acc, gen_ppl_t1: against backprop's temperature-1 sampling).
+Block Diffusion (Arriola et al. 2025, block size 1), run as two streams (`two_stream_layer`); loss and hint
+corruption: --weighting, --mislabel. Read-out: per token, B network calls (--grid, --readout: the summed
+log-softmax of every call). From z_0 = 0 the chain predicts (test_next_token_acc, test_ce, greedy gen_ppl:
+against backprop's argmax); from σ_max·ε it draws a character (test_sample_acc, gen_ppl_t1: against
+backprop's temperature-1 sampling). --validation evaluates on the validation text, to choose settings.
 
 `gen_ppl` (both models) is the perplexity of generated text under a judge that is neither compared
 model: an interpolated Witten–Bell character n-gram of the training split, the same for both methods.
@@ -90,9 +91,10 @@ PRESETS = {  # per --model; a flag overrides any of these
     "ar": {
         "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
-        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3, gen_tokens=32),
+        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3, gen_tokens=32,
+                    mislabel=0.6),  # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks' (README)
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
-                      lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000,
+                      lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000, mislabel=0.6,
                       ckpt_every=5000, eval_sequences=0,
                       batch_size=256, steps=100_000),  # batch, steps, weight decay: not in the paper
     },
@@ -574,10 +576,10 @@ def main(cfg):
                   f"one-block iterations (= {cfg.steps} per block, compute-matched)")
         block_only, run_dir = cfg.block >= 0, os.path.join(cfg.out, method)
         ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
-        stats = common.train_loop(step, lambda it: get_batch(gen), iters,
+        stats = common.train_loop(cfg, step, lambda it: get_batch(gen), iters,
                                   {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
                                   (lambda: {}) if block_only else (lambda: evaluate(model)), cfg.eval_every,
-                                  cfg.ckpt_every, cfg.resume, method + (str(cfg.block) if block_only else ""),
+                                  cfg.ckpt_every, method + (str(cfg.block) if block_only else ""),
                                   cfg.layers / len(parts))
         if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
             common.save_block(cfg, model, memory, stats, iters)
