@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import common
 import diffusionblocks as db
@@ -157,7 +158,7 @@ def feature_network(cfg, data, to_unit, device):
         gen, shift_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
         opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
         x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
-        for it in range(cfg.fid_classifier_steps):  # random shifts of up to 1/8 of the side
+        for it in tqdm(range(cfg.fid_classifier_steps), desc="fid feature CNN", mininterval=1.0):  # shifts ≤ 1/8 side
             idx = torch.randint(len(x_train), (128,), generator=gen).to(device)
             x = common.random_shift(to_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
             loss = F.cross_entropy(net(x), y_train[idx])
@@ -257,7 +258,8 @@ def main(cfg):
         midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning it."""
         total = 0.0
         with torch.no_grad(), common.autocast(device):
-            for i, sigma in enumerate(db.sampling_sigmas(2 * num_sigmas)[1::2].tolist()):
+            for i, sigma in enumerate(tqdm(db.sampling_sigmas(2 * num_sigmas)[1::2].tolist(), desc="test_denoise_loss",
+                                           leave=False, mininterval=1.0)):
                 gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
                 for y, label in zip(x_test.split(1000), y_test.split(1000)):
                     y, label = y.to(device), label.to(device)
@@ -291,7 +293,7 @@ def main(cfg):
         noise = torch.randn((cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
         t0 = time.perf_counter()
         samples = []
-        for label, eps in zip(labels.split(500), noise.split(500)):
+        for label, eps in tqdm(list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False):
             images, layer_evals = generate(model, label.to(device), eps.to(device))
             samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
         seconds = time.perf_counter() - t0
