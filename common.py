@@ -158,19 +158,26 @@ def check_out(cfg, script):
             old = json.load(f)
         if old.get("script") != script + ".py":
             fail(f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out")
-        differs = differing_setting(old.get("config", {}), cfg, RUN_FIELDS)
-        if differs:
-            fail(f"--out {cfg.out}: {path} was run with {differs[0]} = {differs[1]!r}, here {differs[2]!r}; use "
-                 f"another --out (or remove the folder) to keep runs of different settings apart")
+        refuse_other_settings(old.get("config", {}), cfg, RUN_FIELDS, f"--out {cfg.out}: {path}",
+                              "; use another --out (or remove the folder) to keep runs of different settings apart")
 
 
-def differing_setting(saved, cfg, free):
-    """(name, saved value, value here) of the first setting in which a saved config differs from cfg, ignoring the
-    names in `free`; None when they agree."""
+def refuse_other_settings(saved, cfg, free, source, advice=""):
+    """One-line error (exit 2) naming the first setting, not in `free`, in which a saved config differs from cfg."""
     for key, value in dataclasses.asdict(cfg).items():
         if key not in free and saved.get(key) != value:
-            return key, saved.get(key), value
-    return None
+            fail(f"{source} was run with {key} = {saved.get(key)!r}, here {value!r}{advice}")
+
+
+def load_saved(path, cfg, free, flag, device="cpu"):
+    """A checkpoint or block file saved with its config, refused (one line, exit 2) when it cannot be read or was
+    saved with other settings than cfg (but `free`)."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # truncated or not a checkpoint: torch raises several kinds
+        fail(f"{flag}: cannot read {path} ({type(e).__name__}); remove it, or train it again")
+    refuse_other_settings(saved.get("config", {}), cfg, free, f"{flag}: {path}")
+    return saved
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,13 +469,7 @@ def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_eve
     """
     stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
     if cfg.resume and os.path.exists(ckpt_path):
-        try:
-            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as e:  # truncated or not a checkpoint: torch raises several kinds
-            fail(f"--resume: cannot read {ckpt_path} ({type(e).__name__}); remove it to start over")
-        differs = differing_setting(saved.get("config", {}), cfg, ("resume", "out", "seeds"))
-        if differs:
-            fail(f"--resume: {ckpt_path} was trained with {differs[0]} = {differs[1]!r}, here {differs[2]!r}")
+        saved = load_saved(ckpt_path, cfg, ("resume", "out", "seeds"), "--resume")
         for name, obj in state.items():
             _set_state(obj, saved["state"][name])
         stats = saved["stats"]
@@ -558,15 +559,7 @@ def assemble(cfg, script, headline, model, evaluate, device):
     if missing:
         fail(f"--assemble needs every block file; missing {missing}. Train each with "
              f"--method diffusionblocks --block b --out {cfg.out}")
-    saved = []
-    for path in paths:
-        try:
-            saved.append(torch.load(path, map_location=device, weights_only=False))
-        except Exception as e:  # truncated or not a block file
-            fail(f"--assemble: cannot read {path} ({type(e).__name__}); train that block again")
-        differs = differing_setting(saved[-1].get("config", {}), cfg, ("block", "assemble", "resume", "out", "seeds"))
-        if differs:
-            fail(f"--assemble: {path} was trained with {differs[0]} = {differs[1]!r}, here {differs[2]!r}")
+    saved = [load_saved(p, cfg, ("block", "assemble", "resume", "out", "seeds"), "--assemble", device) for p in paths]
     for block, s in zip(model.blocks, saved):
         block.load_state_dict(s["block"])
     memory = max((s["memory"] for s in saved), key=lambda m: m["total"])

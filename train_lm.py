@@ -75,7 +75,8 @@ class Config(common.DiscreteConfig):
                               "text (README)", ["final", "boundaries"])
     readout: str = common.option("sum", "AR DiffusionBlocks logits read out: the sum of every call's log-softmax, or "
                                  "the last call's; chosen on validation text (README)", ["sum", "last"])
-    validation: bool = common.option(False, "evaluate on the validation split (5 % of the text before the test split), to choose settings; metrics are then named val_*")
+    validation: bool = common.option(False, "evaluate on the validation split (5 % of the text before the test "
+                                     "split), to choose settings; metrics are then named val_*")
 
 
 PRESETS = {  # per --model; a flag overrides any of these
@@ -424,13 +425,14 @@ def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
     return texts, gen_ppl, judge.perplexity(held_out, start=P)
 
 
-def reference_bpc(data, judge, split):
-    """Bits per character of the evaluated text under two models that use no network: the training split's
-    character frequencies (add-one smoothed; the unigram level) and the n-gram judge (its --judge-order)."""
+def reference_bpc(data, judge):
+    """Bits per character of the evaluated text (data["test"], the validation text under --validation) under two
+    models that use no network: the training split's character frequencies (add-one smoothed; the unigram level)
+    and the n-gram judge (its --judge-order)."""
     counts = torch.bincount(data["train"], minlength=len(data["chars"])).double() + 1
     log2_p = (counts / counts.sum()).log2()
-    return {"unigram_bpc": float(-log2_p[data[split]].mean()),
-            "judge_bpc": math.log2(judge.perplexity(data[split][None]))}
+    return {"unigram_bpc": float(-log2_p[data["test"]].mean()),
+            "judge_bpc": math.log2(judge.perplexity(data["test"][None]))}
 
 
 def write_samples(texts, run_dir):
@@ -472,8 +474,8 @@ def main(cfg):
         return train_windows[torch.randint(len(train_windows), (cfg.batch_size,), generator=gen)].to(device)
 
     def ar_logits(model, context, m, generator, start="mean"):
-        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the last call of
-        B Euler steps, one per block (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
+        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the --readout of its
+        B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
         if isinstance(model, db.DiffusionBlocks):
             sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
             return model.predict(context, (len(context), m, cfg.width), sigmas, start, cfg.readout, generator, device)
@@ -507,18 +509,23 @@ def main(cfg):
         with torch.no_grad(), common.autocast(device):
             for x in test_eval.split(cfg.batch_size):
                 x = x.to(device)
-                draws = ar_logits(model, x[:, :-1], cfg.seq_len, gen, "noise") if isinstance(model, db.DiffusionBlocks) else None
-                add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:], draws)  # (N, n, V)
-                if isinstance(model, db.DiffusionBlocks):  # every grid × read-out of the chain from z_0 = 0
-                    for grid in ("boundaries", "final"):
-                        calls = model.predict(x[:, :-1], (len(x), cfg.seq_len, cfg.width),
-                                              db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
-                        for readout, logits in (("last", calls[-1]), ("sum", calls.float().log_softmax(-1).sum(0))):
-                            key = f"{split}_next_token_acc_{grid}_{readout}"
-                            sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == x[:, 1:]).sum())
-                    sigma_max = model.sigmas[-1]
-                    z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
-                    add("_block0", model.network(z, sigma_max, x[:, :-1], 0).float(), x[:, 1:])
+                if not isinstance(model, db.DiffusionBlocks):
+                    add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:])  # (N, n, V)
+                    continue
+                draws = ar_logits(model, x[:, :-1], cfg.seq_len, gen, "noise")
+                readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
+                for grid in ("boundaries", "final"):
+                    calls = model.predict(x[:, :-1], (len(x), cfg.seq_len, cfg.width),
+                                          db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
+                    readouts[grid, "last"] = calls[-1]
+                    readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)  # as predict's
+                add("", readouts[cfg.grid, cfg.readout].float(), x[:, 1:], draws)
+                for (grid, readout), logits in readouts.items():
+                    key = f"{split}_next_token_acc_{grid}_{readout}"
+                    sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == x[:, 1:]).sum())
+                sigma_max = model.sigmas[-1]
+                z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
+                add("_block0", model.network(z, sigma_max, x[:, :-1], 0).float(), x[:, 1:])
         return {key: value / (len(test_eval) * cfg.seq_len) for key, value in sums.items()}
 
     def final_evaluation(model, run_dir):
@@ -540,7 +547,7 @@ def main(cfg):
                 result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
                           f"{split}_bpc_per_block": bpc_per_slice(model).tolist()}
         write_samples(texts, run_dir)
-        return {**result, **reference_bpc(data, judge, "test"), "samples": texts[:3]}
+        return {**result, **reference_bpc(data, judge), "samples": texts[:3]}
 
     def train(method):
         """Train one method and evaluate it; None for --block (the block is saved for --assemble)."""
