@@ -459,27 +459,44 @@ def _set_state(obj, state):
     obj.set_state(state) if isinstance(obj, torch.Generator) else obj.load_state_dict(state)
 
 
+def global_rng_state():
+    """The global random streams (torch CPU and CUDA, numpy) that augmentations draw from, for exact --resume."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_global_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, desc,
                layers_per_iter):
     """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on NaN.
 
     Only `step` is timed (data preparation is not). `state` maps names to models, optimizers and
-    generators; it is saved with the iteration, the learning curve, the training time and cfg, which
-    --resume must match.
+    generators; it is saved with the global random state, the iteration, the learning curve, the training
+    time and cfg, which --resume must match: a resumed run repeats the uninterrupted one exactly.
     """
     stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
     if cfg.resume and os.path.exists(ckpt_path):
         saved = load_saved(ckpt_path, cfg, ("resume", "out", "seeds"), "--resume")
+        if "rng" not in saved:
+            fail(f"--resume: {ckpt_path} holds no random state (an older version wrote it), so the run could not "
+                 "continue exactly; remove it to start over")
         for name, obj in state.items():
             _set_state(obj, saved["state"][name])
+        set_global_rng_state(saved["rng"])
         stats = saved["stats"]
         print(f"resumed {ckpt_path} at iteration {stats['iter']}")
     elif cfg.resume:
         print(f"--resume: no checkpoint at {ckpt_path}, starting from iteration 0")
 
     def checkpoint():
-        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "stats": stats,
-                     "config": dataclasses.asdict(cfg)}, ckpt_path)
+        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "rng": global_rng_state(),
+                     "stats": stats, "config": dataclasses.asdict(cfg)}, ckpt_path)
 
     bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
     for it in bar:

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -459,3 +460,53 @@ def test_huginn_layer_counter_iteration_sampler_and_causality():
             for moved in (moved_x, den(z2, c_noise, x)):
                 changed = (moved - out).abs().amax(-1).amax(0) > 1e-6  # (6,) per position
                 assert changed.tolist() == [i >= j for i in range(6)], j
+
+
+def kill_at_checkpoint(args, ckpt):
+    """Start a run, kill -9 it as soon as `ckpt` is written (mid-run: the test fails if the run ended first)."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=HERE, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    while not ckpt.exists():
+        assert proc.poll() is None, f"the run ended before writing {ckpt}: {proc.stderr.read()[-2000:]}"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    stats = torch.load(ckpt, weights_only=False)["stats"]
+    return stats["iter"]
+
+
+def without_timing(value):
+    """metrics.json without what a resumed run may legitimately change: wall times, --resume and --out."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("resume", "out", "cuda_peak")}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("script, flags, methods", [
+    ("train_vit.py", [], ["backprop", "diffusionblocks"]),
+    ("train_dit.py", [], ["backprop", "diffusionblocks"]),
+    ("train_lm.py", ["--model", "mdm"], ["backprop", "diffusionblocks"]),
+    ("train_lm.py", ["--model", "ar"], ["backprop", "diffusionblocks"]),
+    ("train_huginn.py", [], ["bptt", "diffusionblocks"]),
+])
+def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(tmp_path, script, flags, methods):
+    """Default flags (smoke size, longer so that it can be killed): kill -9 right after a checkpoint of each method
+    in turn, --resume each time; metrics.json (curves, metrics, memory) equals the uninterrupted run's but for
+    wall times."""
+    common = [script, "--preset", "smoke", *flags, "--steps", "60", "--ckpt-every", "5", "--eval-every", "30",
+              "--data-dir", str(tmp_path)]
+    assert run_script(*common, "--out", str(tmp_path / "whole"), timeout=600).returncode == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    out = tmp_path / "killed"
+    for i, method in enumerate(methods):
+        killed_at = kill_at_checkpoint([*common, "--out", str(out), *(["--resume"] if i else [])],
+                                       out / method / "ckpt.pt")
+        assert killed_at < whole["methods"][method]["iters"], (method, killed_at)
+    result = run_script(*common, "--out", str(out), "--resume", timeout=600)
+    assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[-2000:]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert without_timing(resumed) == without_timing(whole)
