@@ -122,13 +122,22 @@ def parse_config(config_class, presets, methods, argv=None):
     args = vars(parser.parse_args(argv))
     preset = args.get("preset", "cpu")
     cfg = config_class(**{**presets[preset], **args, "preset": preset})
-    if cfg.block < 0 and "RANK" in os.environ and cfg.method == "diffusionblocks":
-        cfg.block = int(os.environ["RANK"])  # torchrun: rank r trains block r, no collective needed
     check_numbers(cfg)
+    if "RANK" in os.environ:  # torchrun: rank r trains block r alone, no collective call needed
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if cfg.method != "diffusionblocks" or cfg.assemble or cfg.block >= 0 or cfg.seeds:
+            fail("under torchrun each process trains one block: use --method diffusionblocks without --block, "
+                 "--assemble or --seeds (then --assemble in one plain process)")
+        if world != cfg.blocks:
+            fail(f"torchrun started {world} processes for --blocks {cfg.blocks}: start one per block "
+                 f"(--nproc_per_node {cfg.blocks} on one machine)")
+        cfg.block = int(os.environ["RANK"])
     if (cfg.block >= 0 or cfg.assemble) and cfg.method != "diffusionblocks":
         fail("--block and --assemble need --method diffusionblocks")
     if cfg.block >= cfg.blocks:
         fail(f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got {cfg.block}")
+    if (cfg.block >= 0 or cfg.assemble) and cfg.seeds:
+        fail("--block and --assemble take one --seed, not --seeds")
     if (cfg.block >= 0 or cfg.assemble or cfg.resume) and not cfg.out:
         fail("--block, --assemble and --resume need --out, the folder that holds the run")
     script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
@@ -185,13 +194,21 @@ def load_saved(path, cfg, free, flag, device="cpu"):
 # ----------------------------------------------------------------------------------------------
 
 def pick_device(name):
-    """cuda → mps → cpu for 'auto'; an explicit device that is not there is an error."""
+    """cuda → mps → cpu for 'auto'; an explicit device that is not there is an error. Under torchrun, CUDA is
+    cuda:LOCAL_RANK, so that each process on a machine has its own GPU."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if name == "auto":
         name = next(d for d in ("cuda", "mps", "cpu") if available[d])
     if not available[name]:
         fail(f"--device {name} is not available here; allowed: auto, " +
              ", ".join(d for d, ok in available.items() if ok))
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        rank = int(os.environ["LOCAL_RANK"])
+        if rank >= torch.cuda.device_count():
+            fail(f"torchrun process {rank} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                 "GPUs): start at most one process per GPU")
+        torch.cuda.set_device(rank)
+        return torch.device("cuda", rank)
     return torch.device(name)
 
 

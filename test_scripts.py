@@ -98,7 +98,7 @@ def test_vit_smoke_trains_all_methods_and_one_block_uses_less_memory(tmp_path):
     assert readouts["mean/boundaries/3"]["sum"][0] == readouts["mean/boundaries/3"]["last"][0]  # one call: same
 
 
-def test_vit_blocks_trained_in_separate_processes_assemble(tmp_path):
+def test_vit_blocks_trained_in_separate_processes_or_under_torchrun_assemble(tmp_path):
     for b in range(3):
         result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--block", str(b),
                             "--out", str(tmp_path))
@@ -109,6 +109,21 @@ def test_vit_blocks_trained_in_separate_processes_assemble(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assembled = json.loads((tmp_path / "metrics.json").read_text())["methods"]["assembled"]
     assert 0 <= assembled["test_acc"] <= 1 and assembled["iters"] == 3 * 30
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
+                "train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", str(tmp_path / "torchrun")]
+    result = subprocess.run(torchrun, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for b in range(3):  # rank b trained block b, exactly as the plain process with --block b did
+        alone, ranked = (torch.load(d / f"block{b}.pt", weights_only=False)["block"] for d in (tmp_path, tmp_path / "torchrun"))
+        assert alone.keys() == ranked.keys() and all(torch.equal(alone[k], ranked[k]) for k in alone)
+    result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
+                        "--out", str(tmp_path / "torchrun"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "torchrun" / "metrics.json").read_text())["methods"]["assembled"]["test_acc"] == assembled["test_acc"]
+    for wrong in (["--nproc_per_node", "2"], ["--method", "backprop"]):  # one process per block, DiffusionBlocks only
+        args = [*torchrun[:5], "2", *torchrun[6:]] if wrong[0] == "--nproc_per_node" else [*torchrun[:-4], "backprop", *torchrun[-3:]]
+        result = subprocess.run(args, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and "error: " in result.stderr, result.stderr[-2000:]  # (torchrun adds its own report)
     (tmp_path / "metrics.json").unlink()  # the block files themselves refuse a mismatched assembly
     for flag, value in (("--blocks", "2"), ("--seed", "1"), ("--gamma", "0.1")):
         result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
@@ -145,6 +160,15 @@ def test_bad_numeric_flags_are_one_line_errors_before_any_work(flag, value, tmp_
     result = run_script("train_vit.py", "--preset", "smoke", flag, value, "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and result.stderr.startswith("error: " + flag), result.stderr[-500:]
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags", [["--method", "diffusionblocks", "--block", "0", "--seeds", "0,1"],
+                                   ["--method", "diffusionblocks", "--assemble", "--seeds", "0,1"],
+                                   ["--method", "backprop", "--block", "0"], ["--block", "3"]])
+def test_impossible_flag_combinations_are_one_line_errors(flags, tmp_path):
+    result = run_script("train_vit.py", "--preset", "smoke", *flags, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --block"), result.stderr[-500:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_out_that_is_a_file_or_holds_other_settings_is_refused(tmp_path):
