@@ -410,43 +410,51 @@ def ablation(cfg, train):
               "methods": runs}  # laid out like metrics.json, so --seeds can summarise it
     with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot_ablation(runs, cfg.out)
+    plot_ablation(runs, cfg.out, FID_FEATURES[cfg.fid])
     common.plot_comparison(runs, "test_denoise_loss", run_out)
     plot_samples(runs, run_out)
     return result
 
 
-def plot_ablation(runs, out):
-    """--out/ablation.png: fid against B (paper's CIFAR-10 FID on a second axis), and uniform vs equiprob."""
+def relative_fid(fid, base):
+    """(mean, std) of a run's fid ÷ base; fid is one run's value or a --seeds summary's {"mean", "std", ...}."""
+    return (fid["mean"] / base, fid["std"] / base) if isinstance(fid, dict) else (fid / base, 0.0)
+
+
+def plot_ablation(runs, out, features):
+    """--out/ablation.png: fid against B, and uniform vs equiprob; ours and the paper's FID each divided by its own
+    value at B = 1, on one axis per panel (error bars: std over seeds when `runs` is a --seeds summary)."""
     plt = common.pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    sweep = [r for r in runs.values() if r["partition"] == "equiprob"]
-    ours_label = f"fid ({sweep[0]['fid_features']})"
-    ax1.plot([r["blocks"] for r in sweep], [r["fid"] for r in sweep], marker="o", label="ours")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
+    base = common._mean(runs["B1-equiprob"]["fid"])
+    sweep = [b for b, p in ABLATION if p == "equiprob"]
+    ours = np.array([relative_fid(runs[f"B{b}-equiprob"]["fid"], base) for b in sweep])  # (runs, 2): mean, std
+    ax1.errorbar(sweep, ours[:, 0], ours[:, 1], marker="o", capsize=3,
+                 label=f"ours: digits, fid of {features} features, ÷ its B = 1 value {base:.3g}")
+    ax1.plot(sweep, [PAPER_FID["blocks"][b] / PAPER_FID["blocks"][1] for b in sweep], marker="s", linestyle="--",
+             color="tab:red", label=f"paper: CIFAR-10, Inception FID, ÷ its B = 1 value {PAPER_FID['blocks'][1]}")
+    ax1.set_xticks(sweep)
     ax1.set_xlabel("blocks B (γ = 0, equiprob)")
-    ax1.set_ylabel(ours_label)
-    paper_axis = ax1.twinx()
-    paper_axis.plot(list(PAPER_FID["blocks"]), list(PAPER_FID["blocks"].values()), marker="s", color="tab:red",
-                    linestyle="--", label="paper (CIFAR-10 Inception FID)")
-    paper_axis.set_ylabel("paper FID (CIFAR-10)", color="tab:red")
-    ax1.grid(alpha=0.3)
-    ours = [runs["B3-uniform"]["fid"], runs["B3-equiprob"]["fid"]]
-    paper = [PAPER_FID["partition"]["uniform"], PAPER_FID["partition"]["equiprob"]]
+    ax1.set_ylabel("FID ÷ FID at B = 1 (lower is better)")
     x = np.arange(2)
-    ax2.bar(x - 0.2, ours, 0.4, label="ours")
-    ax2.set_ylabel(ours_label)
-    paper_axis2 = ax2.twinx()
-    paper_axis2.bar(x + 0.2, paper, 0.4, color="tab:red", alpha=0.6, label="paper (CIFAR-10 Inception FID)")
-    paper_axis2.set_ylabel("paper FID (CIFAR-10)", color="tab:red")
+    ours = np.array([relative_fid(runs[f"B3-{p}"]["fid"], base) for p in ("uniform", "equiprob")])
+    ax2.bar(x - 0.2, ours[:, 0], 0.4, yerr=ours[:, 1], capsize=3)
+    ax2.bar(x + 0.2, [PAPER_FID["partition"][p] / PAPER_FID["blocks"][1] for p in ("uniform", "equiprob")], 0.4,
+            color="tab:red", alpha=0.6)
     ax2.set_xticks(x, ["uniform", "equiprob"])
     ax2.set_xlabel("partition (B = 3, γ = 0)")
-    for ours_axis, paper_axis in ((ax1, paper_axis), (ax2, paper_axis2)):  # one legend for both y axes
-        handles = [h for a in (ours_axis, paper_axis) for h in a.get_legend_handles_labels()[0]]
-        paper_axis.legend(handles, [h.get_label() for h in handles], loc="lower center", fontsize=8, framealpha=0.9)
-    fig.tight_layout()
+    ax2.set_ylabel("FID ÷ FID at B = 1")
+    for ax in (ax1, ax2):
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)  # below the axes: hides nothing
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(os.path.join(out, "ablation.png"), dpi=120)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS), "fid")
+    config = common.parse_config(Config, PRESETS, METHODS)
+    summary = common.run_seeds(main, config, "fid")
+    if config.ablation and config.seeds:  # the ablation plot of the means over seeds
+        plot_ablation(summary["methods"], config.out, FID_FEATURES[config.fid])
