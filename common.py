@@ -79,7 +79,7 @@ def fail(message, status=2):
 AT_LEAST = dict(blocks=1, steps=1, batch_size=1, eval_every=1, ckpt_every=1, layers=1, width=1, heads=1, patch=1,
                 seq_len=2, elbo_samples=1, sample_steps=1, gen_samples=1, gen_tokens=1, judge_order=1, core=1,
                 mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=1, fid_classifier_steps=1, seed=0, block=-1, calls=0,
-                eval_sequences=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
+                eval_sequences=0, curve_images=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
 IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1))  # lo <= value < hi
 
 

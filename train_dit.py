@@ -63,6 +63,8 @@ class Config(common.BaseConfig):
     fid_classifier_steps: int = common.option(600, "training iterations of the feature CNN (cached under --data-dir)")
     ablation: bool = common.option(False, "run the partition (γ=0, B=3) and block-count (B ∈ 1,2,3,4,6) ablations")
     eval_every: int = common.option(500, "iterations between test denoising losses (learning curves)")
+    curve_images: int = common.option(0, "test images of each learning-curve test_denoise_loss (0: all); the final "
+                                         "test_denoise_loss always uses all")
 
 
 PRESETS = {
@@ -71,7 +73,7 @@ PRESETS = {
     "cpu": {},
     "paper": dict(dataset="cifar10", layers=12, width=384, heads=6, patch=2, blocks=3, gamma=0.05, batch_size=512,
                   lr=1e-4, min_lr=1e-4, warmup=0.0, steps=98 * 100, fid_samples=10_000, fid_classifier_steps=5000,
-                  eval_every=980, ckpt_every=980),  # 100 epochs of 50,000 images at batch 512, constant lr
+                  eval_every=980, ckpt_every=980, curve_images=1000),  # 100 epochs of 50,000 images at batch 512, constant lr
 }
 
 
@@ -253,20 +255,21 @@ def main(cfg):
             x = torch.where((torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5).to(device), x.flip(3), x)
         return torch.where(drop, K, y_train[idx]), x
 
-    def test_denoise_loss(model, num_sigmas=8):
-        """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the test images (EDM's loss, Eq. 2 and Table 1): σ at the
-        midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning it."""
+    def test_denoise_loss(model, images=0, num_sigmas=8):
+        """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss, Eq. 2 and
+        Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning it."""
+        n = images or len(x_test)
         total = 0.0
         with torch.no_grad(), common.autocast(device):
             for i, sigma in enumerate(tqdm(db.sampling_sigmas(2 * num_sigmas)[1::2].tolist(), desc="test_denoise_loss",
                                            leave=False, mininterval=1.0)):
                 gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
-                for y, label in zip(x_test.split(1000), y_test.split(1000)):
+                for y, label in zip(x_test[:n].split(1000), y_test[:n].split(1000)):
                     y, label = y.to(device), label.to(device)
                     z = y + sigma * torch.randn(y.shape, generator=gen).to(device)
                     D = model.denoise(z, sigma, label)
                     total += float(db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum())
-        return {"test_denoise_loss": total / (num_sigmas * len(x_test))}
+        return {"test_denoise_loss": total / (num_sigmas * n)}
 
     def generate(model, labels, noise):
         """Samples by the sampler on D = D_u + s·(D_c − D_u) (guidance, Ho & Salimans 2022); layers run per sample."""
@@ -333,7 +336,7 @@ def main(cfg):
         ckpt = os.path.join(run_dir, f"block{run_cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
         stats = common.train_loop(run_cfg, step, lambda it: get_batch(it, gen), iters,
                                   {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
-                                  (lambda: {}) if block_only else (lambda: test_denoise_loss(model)),
+                                  (lambda: {}) if block_only else (lambda: test_denoise_loss(model, run_cfg.curve_images)),
                                   run_cfg.eval_every, run_cfg.ckpt_every,
                                   name + (str(run_cfg.block) if block_only else ""), run_cfg.layers / num_blocks)
         if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
@@ -341,7 +344,8 @@ def main(cfg):
             return None
         extra = {"blocks": num_blocks, "gamma": run_cfg.gamma, "partition": run_cfg.partition,
                  "layers_per_block": split, "train_memory_per_block": per_block}
-        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
+        final = test_denoise_loss(model) if run_cfg.curve_images else {}  # the curve's last point used a subset
+        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **final, **extra})
 
     if cfg.assemble:
         def evaluate(model):
