@@ -11,7 +11,7 @@ Public names, in paper order:
   partition      SIGMA_MIN SIGMA_MAX P_MEAN P_STD SIGMA_DATA, split_layers, block_sigmas,
                  block_slice, block_of, sample_sigma, sampling_sigmas, prediction_sigmas
   EDM            precondition, loss_weight, mean_loss_weight
-  layers         sigma_embedding, modulate, AdaLNZeroLayer, FinalLayer
+  layers         sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, FinalLayer
   blocks         target_embedding, DiffusionBlocks (.loss, .noisy_hint, .train_step, .denoise, .sample, .predict)
   samplers       sample_euler, sample_heun   (D(z, sigma) -> denoised, sigmas descending)
   memory         training_memory
@@ -187,6 +187,19 @@ def sigma_embedding(c_noise, dim, max_period=10_000, scale=1000.0):
     args = scale * c_noise.float()[..., None] * freqs  # (..., half)
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(embedding, (0, dim % 2))
+
+
+class SigmaEmbedder(nn.Module):
+    """The condition of a noise level: MLP(sigma_embedding(c_noise)), DiT's timestep embedder: (...) -> (..., width)."""
+
+    FREQUENCY_DIM = 256  # size of the sinusoidal embedding fed to the MLP (DiT's frequency_embedding_size)
+
+    def __init__(self, width):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.FREQUENCY_DIM, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, c_noise):
+        return self.mlp(sigma_embedding(c_noise, self.FREQUENCY_DIM))
 
 
 def modulate(h, shift, scale):

@@ -225,11 +225,11 @@ def test_bad_npz_is_a_one_line_error(case, tmp_path):
 def test_float_npz_images_are_scaled_not_truncated(tmp_path):
     """Float images in [0, 1] train like the same images as uint8 0..255 (not cast to {0, 1})."""
     sys.path.insert(0, HERE)
-    import common
+    import data
     x = _images(40)
     np.savez(tmp_path / "u8.npz", x=x, y=np.arange(40) % 3)
     np.savez(tmp_path / "f.npz", x=x.astype(np.float32) / 255, y=np.arange(40) % 3)
-    u8, f = (common.load_images(f"npz:{tmp_path / n}", "data", 0) for n in ("u8.npz", "f.npz"))
+    u8, f = (data.load_images(f"npz:{tmp_path / n}", "data", 0) for n in ("u8.npz", "f.npz"))
     assert torch.equal(u8["x_train"], f["x_train"]) and torch.equal(u8["y_test"], f["y_test"])
 
 
@@ -321,7 +321,6 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
     """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last layer) gives the
     slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with per-token conditions and concat_mask."""
     sys.path.insert(0, HERE)
-    import diffusionblocks as db
     from train_lm import CausalLM, concat_mask
     torch.manual_seed(0)
     net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
@@ -333,7 +332,7 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
     for m in (n, 2, 1):  # training (a slot per position) and generation (the last position only)
         z = torch.randn(N, m, 8)
         h = torch.cat([net.z_in(z) + net.pos[n - m + 1:n + 1], net.tok(x) + net.pos[:n]], 1)  # (N, m+n, D)
-        c = torch.cat([net.sigma_mlp(db.sigma_embedding(c_noise[:, :m], 256)), net.cond.expand(N, n, -1)], 1)
+        c = torch.cat([net.embed_sigma(c_noise[:, :m]), net.cond.expand(N, n, -1)], 1)
         for layer in net.layers:
             h = layer(h, c, concat_mask(n, m))
         expected = net.final(h[:, :m], c[:, :m])  # (N, m, V)
@@ -372,7 +371,7 @@ def test_lm_mdm_elbo_matches_quadrature_for_a_t_dependent_model():
 def test_lm_ngram_judge_is_a_normalised_distribution():
     """The judge's P(c | context) sums to 1 over the V characters, for seen and unseen contexts."""
     sys.path.insert(0, HERE)
-    from train_lm import CharNgram
+    from lm_eval import CharNgram
     V = 7
     train = torch.randint(V, (3000,), generator=torch.Generator().manual_seed(0)) % 4  # characters 4..6 unseen
     judge = CharNgram(train, V, order=4)

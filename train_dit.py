@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import common
 import diffusionblocks as db
+from data import load_images, random_shift
 
 METHODS = ["backprop", "diffusionblocks"]
 PAPER_FID = {"blocks": {1: 39.83, 2: 35.47, 3: 38.03, 4: 45.43, 6: 53.32},  # CIFAR-10, γ = 0
@@ -98,7 +99,7 @@ class DiT(nn.Module):
         self.patch = patch
         self.patch_embed = nn.Conv2d(channels, width, patch, stride=patch)
         self.register_buffer("pos", pos_embedding_2d(image_size // patch, width))
-        self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+        self.embed_sigma = db.SigmaEmbedder(width)
         self.label_embedding = nn.Embedding(num_classes + 1, width)
         nn.init.normal_(self.label_embedding.weight, std=0.02)  # DiT's init: as small as the σ embedding's output
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
@@ -108,7 +109,7 @@ class DiT(nn.Module):
         N, C, H, W = z_in.shape
         p = self.patch
         h = self.patch_embed(z_in).flatten(2).transpose(1, 2) + self.pos  # (N, T, D), T = HW/p²
-        c = self.sigma_mlp(db.sigma_embedding(c_noise, 256)) + self.label_embedding(label)  # (N, D)
+        c = self.embed_sigma(c_noise) + self.label_embedding(label)  # (N, D)
         for layer in self.layers:
             h = layer(h, c)
         out = self.final(h, c).view(N, H // p, W // p, p, p, C)  # (N, H/p, W/p, p, p, C)
@@ -162,7 +163,7 @@ def feature_network(cfg, data, to_unit, device):
         x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
         for it in tqdm(range(cfg.fid_classifier_steps), desc="fid feature CNN", mininterval=1.0):  # shifts ≤ 1/8 side
             idx = torch.randint(len(x_train), (128,), generator=gen).to(device)
-            x = common.random_shift(to_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
+            x = random_shift(to_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
             loss = F.cross_entropy(net(x), y_train[idx])
             common.set_lr(opt, common.cosine_lr(it / cfg.fid_classifier_steps, 0.05, 2e-3, 1e-5))
             opt.zero_grad(set_to_none=True)
@@ -225,7 +226,7 @@ def main(cfg):
         common.fail(f"--label-dropout must be in [0, 1), got {cfg.label_dropout}")
     if cfg.guidance < 0 or cfg.sample_steps < 1 or cfg.fid_samples < 2 or cfg.fid_classifier_steps < 1:
         common.fail("need --guidance >= 0, --sample-steps >= 1, --fid-samples >= 2 and --fid-classifier-steps >= 1")
-    data = common.load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")

@@ -44,7 +44,8 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from train_lm import continue_held_out, load_windows, write_samples
+from data import load_windows
+from lm_eval import CharNgram, continue_held_out, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
@@ -121,7 +122,7 @@ class RecurrentDepthLM(nn.Module):
         self.final = db.FinalLayer(width, vocab)
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
-            self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+            self.embed_sigma = db.SigmaEmbedder(width)
         self.state_std = math.sqrt(2 / (5 * width))  # Huginn's init std, also of s_0
         self.layer_evals = 0
 
@@ -166,7 +167,7 @@ class RecurrentDepthLM(nn.Module):
         """F(c_in·z, c_noise, x) of DiffusionBlocks: z_in (N, n, E), c_noise (N, n) per token, x the context ids
         (N, n) or their prelude output e (N, n, D), reused across Euler steps → logits (N, n, V)."""
         e = x if x.is_floating_point() else self.encode(x)
-        c = self.sigma_mlp(db.sigma_embedding(c_noise, 256))  # (N, n, D), one σ per token
+        c = self.embed_sigma(c_noise)  # (N, n, D), one σ per token
         return self.decode(self.iterate(self.z_in(z_in), e, c))
 
 
@@ -259,8 +260,9 @@ def main(cfg):
     powers = {2 ** i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
     sweep = sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})  # the K of quality_vs_iters
     window = cfg.seq_len + 1  # n context characters, each followed by its target
-    data, train_windows, test, test_eval, judge = load_windows(cfg, window)
+    data, train_windows, test, test_eval = load_windows(cfg, window)
     chars, V = data["chars"], len(data["chars"])
+    judge = CharNgram(data["train"], V, cfg.judge_order)
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['test']):,} train / test characters, V = {V}; {len(test_eval)} test "
           f"sequences of {window} per evaluation; test-time K = {K}; gen_ppl judge: Witten–Bell {judge.order}-gram")

@@ -44,6 +44,8 @@ import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
+from data import UNK, decode, load_windows
+from lm_eval import CharNgram, continue_held_out, reference_bpc, write_samples
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
@@ -122,14 +124,14 @@ class MaskedDenoiser(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(vocab + 1, width)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
-        self.t_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+        self.embed_sigma = db.SigmaEmbedder(width)
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, vocab)
 
     def forward(self, z, t):
         """z: (N, n) ids with masks, t: (N,) → logits (N, n, V); zero at init (AdaLN-Zero), i.e. uniform."""
         h = self.tok(z) + self.pos[:z.shape[1]]  # (N, n, D)
-        c = self.t_mlp(db.sigma_embedding(t, 256))  # (N, D)
+        c = self.embed_sigma(t)  # (N, D)
         for layer in self.layers:
             h = layer(h, c)
         return self.final(h, c)  # (N, n, V)
@@ -252,7 +254,7 @@ class CausalLM(nn.Module):
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))  # positions 0..n: a slot's target may be n
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
-            self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+            self.embed_sigma = db.SigmaEmbedder(width)
         self.cond = nn.Parameter(torch.zeros(width))  # the condition of clean tokens (all tokens of a plain LM)
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, vocab)
@@ -267,7 +269,7 @@ class CausalLM(nn.Module):
             return self.final(h, c)  # (N, n, V)
         m = z_in.shape[1]
         hz = self.z_in(z_in) + self.pos[n - m + 1:n + 1]  # (N, m, D): the noisy slots
-        cz = self.sigma_mlp(db.sigma_embedding(c_noise, 256))  # (N, m, D): each slot's own σ
+        cz = self.embed_sigma(c_noise)  # (N, m, D): each slot's own σ
         mask = concat_mask(n, m, x.device)  # (m+n, m+n)
         for i, layer in enumerate(self.layers):
             hz, h = two_stream_layer(layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1)
@@ -295,72 +297,6 @@ def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
         return hz, None
     hc = hc + gate_c * out[:, m:]
     return hz, hc + gate2_c * layer.mlp(db.modulate(layer.norm2(hc), shift2_c, scale2_c))
-
-
-@torch.no_grad()
-def generate(next_logits, prompts, new_tokens, temperature, generator):
-    """Append new_tokens characters to prompts (N, P), each from next_logits(x) (N, V): greedy, or sampled at T."""
-    x = prompts
-    for _ in range(new_tokens):
-        logits = next_logits(x).float()  # (N, V)
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
-        x = torch.cat([x, nxt[:, None]], 1)
-    return x[:, prompts.shape[1]:]  # (N, new_tokens)
-
-
-# ----------------------------------------------------------------------------------------------
-# The judge of gen_ppl: an interpolated Witten–Bell character n-gram of the training split
-# ----------------------------------------------------------------------------------------------
-
-def _lookup(keys, values, query):
-    """values[i] where keys[i] == query (keys sorted), else 0."""
-    idx = np.searchsorted(keys, query).clip(max=len(keys) - 1)
-    return np.where(keys[idx] == query, values[idx], 0)
-
-
-class CharNgram:
-    """P(c | h) = (N(h c) + T(h)·P(c | h′)) / (N(h) + T(h)), h′ = h without its first character, T(h) the
-    number of distinct characters seen after h, down to 1/V (Witten & Bell 1991; Chen & Goodman 1998 §2.4)."""
-
-    def __init__(self, ids, vocab, order):
-        self.vocab = vocab
-        self.order = max(1, min(order, int(62 / math.log2(max(vocab, 2)))))  # V^order must fit in int64
-        ids = ids.numpy()[None]
-        self.tables = []
-        for k in range(1, self.order + 1):
-            grams, counts = np.unique(self._keys(ids, k), return_counts=True)
-            contexts, inverse = np.unique(grams // vocab, return_inverse=True)
-            self.tables.append((grams, counts, contexts, np.bincount(inverse, weights=counts), np.bincount(inverse)))
-
-    def _keys(self, seqs, k):
-        """(N, T) ids → (N, T−k+1) integer keys of the k-grams ending at positions k−1..T−1."""
-        T = seqs.shape[1]
-        key = np.zeros((len(seqs), T - k + 1), dtype=np.int64)
-        for j in range(k):
-            key = key * self.vocab + seqs[:, j:T - k + 1 + j]
-        return key
-
-    def log_probs(self, seqs):
-        """(N, T) ids → (N, T) natural-log probabilities of each character given up to order−1 before it."""
-        seqs = seqs.cpu().numpy().astype(np.int64)
-        p = np.full(seqs.shape, 1.0 / self.vocab)
-        for k, (grams, counts, contexts, context_counts, context_types) in enumerate(self.tables, start=1):
-            if k > seqs.shape[1]:
-                break
-            keys = self._keys(seqs, k)
-            n_hc = _lookup(grams, counts, keys)
-            history = keys // self.vocab  # the k−1 characters before
-            n_h, t_h = _lookup(contexts, context_counts, history), _lookup(contexts, context_types, history)
-            lower = p[:, k - 1:]
-            p[:, k - 1:] = np.where(n_h > 0, (n_hc + t_h * lower) / np.maximum(n_h + t_h, 1), lower)
-        return torch.from_numpy(np.log(p))
-
-    def perplexity(self, seqs, start=0):
-        """exp(mean −log P) over positions start.. of every sequence (N, T)."""
-        return float(torch.exp(-self.log_probs(seqs)[:, start:].mean()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,55 +329,6 @@ def train_step(m, o, x, b, g=None):
     return common.optimize(loss, m if isinstance(m, CausalLM) else m.blocks[b], o[b])
 
 
-def load_windows(cfg, window):
-    """--dataset cut into windows of `window` characters: (data, training windows at every offset (a view), test
-    windows with non-overlapping targets, the first --eval-sequences of them, gen_ppl's n-gram judge)."""
-    data = common.load_text(cfg.dataset, cfg.data_dir, cfg.seed)
-    if getattr(cfg, "validation", False):  # choose settings on the validation text, never on the test split
-        data = {**data, "test": data["val"]}
-    if min(len(data["train"]), len(data["test"])) < window:
-        common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
-                    f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
-    test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window)
-    return (data, data["train"].unfold(0, window, 1), test, test if cfg.eval_sequences == 0 else test[:cfg.eval_sequences],
-            CharNgram(data["train"], len(data["chars"]), cfg.judge_order))
-
-
-def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
-    """The AR gen_ppl protocol: continue the first seq_len − gen_tokens characters of gen_samples evenly spaced
-    test windows by gen_tokens characters, once per decoder (next_logits(x) (N, V), temperature; 0 = greedy).
-    → (texts "prompt ‖ continuation" per decoder, gen_ppl per decoder: the judge's perplexity of the
-    generated characters, the judge's perplexity of the real continuations)."""
-    held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
-    P = cfg.seq_len - cfg.gen_tokens
-    prompts = held_out[:, :P]
-    texts, gen_ppl = [], []
-    with torch.no_grad(), common.autocast(device):
-        for next_logits, temperature in decoders:
-            continuations = generate(next_logits, prompts, cfg.gen_tokens, temperature, generator)
-            texts.append([common.decode(p, chars) + " ‖ " + common.decode(c, chars)
-                          for p, c in zip(prompts, continuations)])
-            gen_ppl.append(judge.perplexity(torch.cat([prompts, continuations], 1), start=P))
-    return texts, gen_ppl, judge.perplexity(held_out, start=P)
-
-
-def reference_bpc(data, judge):
-    """Bits per character of the evaluated text (data["test"], the validation text under --validation) under two
-    models that use no network: the training split's character frequencies (add-one smoothed; the unigram level)
-    and the n-gram judge (its --judge-order)."""
-    counts = torch.bincount(data["train"], minlength=len(data["chars"])).double() + 1
-    log2_p = (counts / counts.sum()).log2()
-    return {"unigram_bpc": float(-log2_p[data["test"]].mean()),
-            "judge_bpc": math.log2(judge.perplexity(data["test"][None]))}
-
-
-def write_samples(texts, run_dir):
-    """run_dir/samples.txt: the generated texts, a blank line apart."""
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
-        f.write("\n\n".join(texts) + "\n")
-
-
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
     try:
@@ -463,11 +350,12 @@ def main(cfg):
     check_config(cfg)
     ar, split = cfg.model == "ar", "val" if cfg.validation else "test"
     window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
-    data, train_windows, test, test_eval, judge = load_windows(cfg, window)
+    data, train_windows, test, test_eval = load_windows(cfg, window)
     chars, V = data["chars"], len(data["chars"])
+    judge = CharNgram(data["train"], V, cfg.judge_order)
     print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {V}{' (with UNK)' if chars[-1] == common.UNK else ''}; {len(test_eval)} {split} sequences of {window} per "
+          f"V = {V}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} {split} sequences of {window} per "
           f"evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
 
     def get_batch(gen):
@@ -543,7 +431,7 @@ def main(cfg):
         else:
             with torch.no_grad(), common.autocast(device):
                 samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
-                texts = [common.decode(s, chars) for s in samples]
+                texts = [decode(s, chars) for s in samples]
                 result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
                           f"{split}_bpc_per_block": bpc_per_slice(model).tolist()}
         write_samples(texts, run_dir)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
+from data import load_images, random_shift, validation_split
 
 METHODS = ["backprop", "diffusionblocks", "local"]
 
@@ -81,7 +82,7 @@ class ViT(nn.Module):
         self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, width)) if stem else None
         if label_dim:
             self.label_in = nn.Linear(label_dim, width)
-            self.sigma_mlp = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+            self.embed_sigma = db.SigmaEmbedder(width)
         else:
             self.cls = nn.Parameter(torch.zeros(1, 1, width)) if stem else None
             self.cond = nn.Parameter(torch.zeros(1, width))
@@ -99,7 +100,7 @@ class ViT(nn.Module):
         if c_noise is None:
             c = self.cond.expand(len(h), -1)
         else:
-            c = self.sigma_mlp(db.sigma_embedding(c_noise, 256))  # (N, D)
+            c = self.embed_sigma(c_noise)  # (N, D)
         for layer in self.layers:
             h = layer(h, c)
         return h, c
@@ -152,9 +153,9 @@ def main(cfg):
         return ablation(cfg)
     device = common.pick_device(cfg.device)
     common.seed_everything(cfg.seed)
-    data = common.load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     if cfg.validation:
-        data = common.validation_split(data, cfg.seed)
+        data = validation_split(data, cfg.seed)
     acc_key = "val_acc" if cfg.validation else "test_acc"
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
@@ -190,7 +191,7 @@ def main(cfg):
             x = torch.stack([randaug(img) for img in x.cpu()]).to(device)
         x = normalize(x)
         if cfg.augment != "none":
-            x = common.random_shift(x, max(1, H // 8))
+            x = random_shift(x, max(1, H // 8))
             if flips:
                 x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
         return x, y

@@ -1,0 +1,111 @@
+"""Evaluation shared by the language-model scripts: greedy or sampled generation, the character n-gram judge of
+gen_ppl (interpolated Witten–Bell), the held-out continuation protocol, reference bits per character, samples.
+"""
+import math
+import os
+
+import numpy as np
+import torch
+
+import common
+from data import decode
+
+@torch.no_grad()
+def generate(next_logits, prompts, new_tokens, temperature, generator):
+    """Append new_tokens characters to prompts (N, P), each from next_logits(x) (N, V): greedy, or sampled at T."""
+    x = prompts
+    for _ in range(new_tokens):
+        logits = next_logits(x).float()  # (N, V)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
+        x = torch.cat([x, nxt[:, None]], 1)
+    return x[:, prompts.shape[1]:]  # (N, new_tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge of gen_ppl: an interpolated Witten–Bell character n-gram of the training split
+# ----------------------------------------------------------------------------------------------
+
+def _lookup(keys, values, query):
+    """values[i] where keys[i] == query (keys sorted), else 0."""
+    idx = np.searchsorted(keys, query).clip(max=len(keys) - 1)
+    return np.where(keys[idx] == query, values[idx], 0)
+
+
+class CharNgram:
+    """P(c | h) = (N(h c) + T(h)·P(c | h′)) / (N(h) + T(h)), h′ = h without its first character, T(h) the
+    number of distinct characters seen after h, down to 1/V (Witten & Bell 1991; Chen & Goodman 1998 §2.4)."""
+
+    def __init__(self, ids, vocab, order):
+        self.vocab = vocab
+        self.order = max(1, min(order, int(62 / math.log2(max(vocab, 2)))))  # V^order must fit in int64
+        ids = ids.numpy()[None]
+        self.tables = []
+        for k in range(1, self.order + 1):
+            grams, counts = np.unique(self._keys(ids, k), return_counts=True)
+            contexts, inverse = np.unique(grams // vocab, return_inverse=True)
+            self.tables.append((grams, counts, contexts, np.bincount(inverse, weights=counts), np.bincount(inverse)))
+
+    def _keys(self, seqs, k):
+        """(N, T) ids → (N, T−k+1) integer keys of the k-grams ending at positions k−1..T−1."""
+        T = seqs.shape[1]
+        key = np.zeros((len(seqs), T - k + 1), dtype=np.int64)
+        for j in range(k):
+            key = key * self.vocab + seqs[:, j:T - k + 1 + j]
+        return key
+
+    def log_probs(self, seqs):
+        """(N, T) ids → (N, T) natural-log probabilities of each character given up to order−1 before it."""
+        seqs = seqs.cpu().numpy().astype(np.int64)
+        p = np.full(seqs.shape, 1.0 / self.vocab)
+        for k, (grams, counts, contexts, context_counts, context_types) in enumerate(self.tables, start=1):
+            if k > seqs.shape[1]:
+                break
+            keys = self._keys(seqs, k)
+            n_hc = _lookup(grams, counts, keys)
+            history = keys // self.vocab  # the k−1 characters before
+            n_h, t_h = _lookup(contexts, context_counts, history), _lookup(contexts, context_types, history)
+            lower = p[:, k - 1:]
+            p[:, k - 1:] = np.where(n_h > 0, (n_hc + t_h * lower) / np.maximum(n_h + t_h, 1), lower)
+        return torch.from_numpy(np.log(p))
+
+    def perplexity(self, seqs, start=0):
+        """exp(mean −log P) over positions start.. of every sequence (N, T)."""
+        return float(torch.exp(-self.log_probs(seqs)[:, start:].mean()))
+
+
+def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
+    """The AR gen_ppl protocol: continue the first seq_len − gen_tokens characters of gen_samples evenly spaced
+    test windows by gen_tokens characters, once per decoder (next_logits(x) (N, V), temperature; 0 = greedy).
+    → (texts "prompt ‖ continuation" per decoder, gen_ppl per decoder: the judge's perplexity of the
+    generated characters, the judge's perplexity of the real continuations)."""
+    held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
+    P = cfg.seq_len - cfg.gen_tokens
+    prompts = held_out[:, :P]
+    texts, gen_ppl = [], []
+    with torch.no_grad(), common.autocast(device):
+        for next_logits, temperature in decoders:
+            continuations = generate(next_logits, prompts, cfg.gen_tokens, temperature, generator)
+            texts.append([decode(p, chars) + " ‖ " + decode(c, chars)
+                          for p, c in zip(prompts, continuations)])
+            gen_ppl.append(judge.perplexity(torch.cat([prompts, continuations], 1), start=P))
+    return texts, gen_ppl, judge.perplexity(held_out, start=P)
+
+
+def reference_bpc(data, judge):
+    """Bits per character of the evaluated text (data["test"], the validation text under --validation) under two
+    models that use no network: the training split's character frequencies (add-one smoothed; the unigram level)
+    and the n-gram judge (its --judge-order)."""
+    counts = torch.bincount(data["train"], minlength=len(data["chars"])).double() + 1
+    log2_p = (counts / counts.sum()).log2()
+    return {"unigram_bpc": float(-log2_p[data["test"]].mean()),
+            "judge_bpc": math.log2(judge.perplexity(data["test"][None]))}
+
+
+def write_samples(texts, run_dir):
+    """run_dir/samples.txt: the generated texts, a blank line apart."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
+        f.write("\n\n".join(texts) + "\n")
