@@ -1,35 +1,16 @@
-"""The memory and speed claim of DiffusionBlocks, measured at the paper's model sizes: one training step of the
-end-to-end (backprop) network against one step of each block of the B-block network, B ∈ {1, 2, 3, 4, 6}.
+"""The memory and speed claim of DiffusionBlocks at the paper's model sizes: one training step end-to-end against one
+step of each block, B ∈ {1, 2, 3, 4, 6}, for every task script through its build_model and train_step.
 
-  python benchmark.py --device cuda                     # every architecture, real peak memory, one GPU
-  python benchmark.py --device cpu                      # the same byte counts on a CPU, ≤ 10 minutes on 2 cores
-  python benchmark.py --device cpu --archs vit,dit      # a subset
+  python benchmark.py --device cuda                     # real peak memory, one GPU
+  python benchmark.py --device cpu --archs vit,dit      # the same byte counts on a CPU (all: ≤ 10 min on 2 cores)
   python benchmark.py --smoke --out /tmp/bench.json     # tiny models, seconds (the test)
 
-Memory (db.training_memory of a real step): parameters, gradients and AdamW state of what the step trains (the whole
-backprop network, or one block: blocks share no parameter) and the tensors autograd saves for backward; on CUDA also
-the peak allocated memory, with only the trained block on the GPU, as in a process that trains that block alone.
---memory fit (the CPU default: a DiT-S/2 step at batch 128 takes a minute there) takes real steps at batches 2 and 3
-and extrapolates the activations to the stated batch; that is exact because every saved tensor is batch-proportional
-or batch-independent (test_scripts.py checks it against a step at the stated batch). Not from batch 1: there some
-slices are views of the input (x[:, 1:] of a single row) and share its storage, so batch 1 saves less.
-Time: median seconds per step over --repeats after --warmup, at --time-batch (on a CPU 1/16 of the stated batch:
-8 images, 1 sequence); the time ratio is the slowest block over end-to-end, from the same run.
-Activation checkpointing (the paper's comparison point): the end-to-end step with every transformer layer in
-torch.utils.checkpoint (non-reentrant); it keeps each layer's input instead of its activations (the one layer
-recomputed during backward is transient, like every backward buffer, and is seen only in the CUDA peak).
-
-Architectures (models and training steps imported from the task scripts, at their paper presets):
-  vit     train_vit.ViT + ce_step (backprop), diffusion_vit + db_step: 12 layers, width 128, CIFAR-100, batch 128
-  dit     train_dit.new_model + db_step (backprop = one block over all σ): DiT-S/2, 32×32×3, batch 128
-  mdm/ar  train_lm.build_model + train_step: 12 layers, width 768, seq 256, batch 8 (AR blocks see [noisy ; clean])
-  huginn  train_huginn.build_model + bptt_step at K = mean K (32, BPTT 8) vs diffusion_step (one core pass);
-          2+4+2 layers, width 512, seq 256, batch 8. No partition: its row compares the two steps at "B = 1".
-Writes --out (a list of rows {"arch", "blocks", "e2e_bytes", "block_bytes_max", "memory_ratio", "time_ratio",
-"device", ...}, with every part of the memory) and the plot beside it (.png).
+Memory: db.training_memory of a real step (what the step trains, its gradients and AdamW state, the activations saved
+for backward; on CUDA also the peak). --memory fit (the CPU default) steps at batches 2 and 3 and extrapolates, exact
+because every saved tensor is affine in the batch. Time: median seconds per step. Checkpointing: every layer in
+torch.utils.checkpoint. Writes --out (JSON rows with every part of the memory) and a plot beside it.
 """
 import argparse
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -49,84 +30,81 @@ import train_lm
 import train_vit
 
 PARTS = ("parameters", "gradients", "optimizer_state", "activations")
-Arch = collections.namedtuple("Arch", "title batch data models counts streams", defaults=(1,))
-# data(n) -> a batch of n random inputs (CPU tensors); models(B) -> (model, parts, step), B = None: end-to-end;
-# step(model, optimizers, batch, b) trains parts[b]; counts: the B this architecture has (None: --blocks);
-# streams: tokens a block runs per token of end-to-end (AR: 2, [noisy ; clean]).
 
 
-def vit(smoke):
-    """train_vit.py's paper preset: 12 layers, width 128, patch 4 on CIFAR-100 (3×32×32, 100 classes), batch 128."""
-    cfg = train_vit.Config(**{**train_vit.PRESETS["paper"],
-                              **(dict(layers=6, width=32, heads=2, patch=2, batch_size=4) if smoke else {})})
-    C, H, K = 3, 8 if smoke else 32, 100
-
-    def models(B):
-        if B is None:
-            model = train_vit.ViT(H, C, cfg.patch, cfg.width, cfg.layers, cfg.heads, K)
-            return model, [model], lambda m, o, batch, b: train_vit.ce_step(m, o[b], *batch)
-        model = train_vit.diffusion_vit(dataclasses.replace(cfg, blocks=B), H, C, K)
-        return model, list(model.blocks), lambda m, o, batch, b: train_vit.db_step(m, o, *batch, b)
-
-    title = f"ViT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {C}×{H}×{H}, {K} classes, batch {cfg.batch_size}"
-    return Arch(title, cfg.batch_size, lambda n: [torch.randn(n, C, H, H), torch.randint(K, (n,))], models, None)
-
-
-def dit(smoke):
-    """train_dit.py's paper preset (DiT-S/2: 12 layers, width 384, 6 heads) on 3×32×32 CIFAR-10, batch 128."""
-    cfg = train_dit.Config(**{**train_dit.PRESETS["paper"], "batch_size": 128,
-                              **(dict(layers=6, width=32, heads=2, batch_size=4) if smoke else {})})
-    C, H, K = 3, 8 if smoke else 32, 10
-
-    def models(B):
-        model = train_dit.new_model(cfg, B or 1, H, C, K)
-        return model, list(model.blocks), lambda m, o, batch, b: train_dit.db_step(m, o, *batch, b)
-
-    title = f"DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {C}×{H}×{H}, batch {cfg.batch_size}"
-    return Arch(title, cfg.batch_size, lambda n: [torch.randint(K + 1, (n,)), torch.randn(n, C, H, H)], models, None)
+@dataclasses.dataclass
+class Arch:
+    """One architecture: a task script at its paper preset (with `paper` overrides; `smoke`: tiny), measured through
+    the scripts' one contract, build_model(cfg, method, *data_args) and train_step(model, optimizers, batch, block)."""
+    script: object
+    baseline: str  # the script's end-to-end method
+    paper: dict
+    smoke: dict
+    data_args: tuple  # build_model's arguments after the method: the data's sizes
+    batch: object  # batch(cfg, n, *data_args) -> a random batch of n
+    title: str  # formatted with cfg and d, the data_args
+    counts: tuple = None  # the B this architecture has (None: --blocks)
+    streams: int = 1  # tokens a block runs per token of end-to-end (AR: 2, [noisy ; clean])
+    smoke_data_args: tuple = None  # --smoke: smaller data (None: data_args)
 
 
-def lm(kind, smoke):
-    """train_lm.py's paper preset of --model kind (12 layers, width 768, seq 256), text8's 27 characters, batch 8."""
-    cfg = train_lm.Config(**{**train_lm.PRESETS[kind]["paper"], "model": kind, "batch_size": 8,
-                             **(dict(layers=6, width=32, heads=2, seq_len=16, batch_size=4) if smoke else {})})
-    V, window = 27, cfg.seq_len + (kind == "ar")  # AR windows: n context characters and the next one
+@dataclasses.dataclass
+class Setup:
+    """An architecture at the measured size: its config, data sizes and a random batch of n."""
+    arch: Arch
+    cfg: object
+    data_args: tuple
 
-    def models(B):
-        model = train_lm.build_model(dataclasses.replace(cfg, blocks=B or 1), V,
-                                     "backprop" if B is None else "diffusionblocks")
-        parts = [model] if isinstance(model, train_lm.CausalLM) else list(model.blocks)
-        return model, parts, lambda m, o, batch, b: train_lm.train_step(m, o, *batch, b)
+    @classmethod
+    def of(cls, arch, smoke):
+        presets = arch.script.PRESETS
+        paper = presets[arch.paper["model"]]["paper"] if "model" in arch.paper else presets["paper"]  # LMs: per --model
+        cfg = arch.script.Config(**{**paper, **arch.paper, **(arch.smoke if smoke else {})})
+        return cls(arch, cfg, (arch.smoke_data_args or arch.data_args) if smoke else arch.data_args)
 
-    title = f"{kind.upper()} LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}"
-    return Arch(title, cfg.batch_size, lambda n: [torch.randint(V, (n, window))], models, None, 2 if kind == "ar" else 1)
+    def data(self, n, device):
+        batch = self.arch.batch(self.cfg, n, *self.data_args)
+        return batch.to(device) if torch.is_tensor(batch) else tuple(t.to(device) for t in batch)
 
-
-def huginn(smoke):
-    """train_huginn.py's paper preset: 2+4+2 layers, width 512, seq 256, BPTT at the mean K (32, last 8), batch 8."""
-    cfg = train_huginn.Config(**{**train_huginn.PRESETS["paper"], "batch_size": 8, **(
-        dict(width=32, heads=2, seq_len=16, mean_iters=4, bptt=2, batch_size=4) if smoke else {})})
-    V = 27
-
-    def bptt(m, o, batch, b):  # the baseline at K = its mean K
-        return train_huginn.bptt_step(m, o[b], *batch, cfg.mean_iters, cfg.bptt)
-
-    def diffusion(m, o, batch, b):
-        return train_huginn.diffusion_step(m, o[b], *batch)
-
-    def models(B):
-        method = "bptt" if B is None else "diffusionblocks"
-        model = train_huginn.build_model(method, V, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core,
-                                         cfg.coda, cfg.seed)
-        return model, [model], bptt if B is None else diffusion
-
-    title = (f"Huginn {cfg.prelude}+{cfg.core}+{cfg.coda}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}: "
-             f"BPTT (K = {cfg.mean_iters}, last {cfg.bptt}) vs one σ-conditioned core pass")
-    return Arch(title, cfg.batch_size, lambda n: [torch.randint(V, (n, cfg.seq_len + 1))], models, (1,))
+    def models(self, B):
+        """(model, its separately trained parts, train_step): end-to-end for B = None, else B blocks."""
+        method = self.arch.baseline if B is None else "diffusionblocks"
+        model = self.arch.script.build_model(dataclasses.replace(self.cfg, blocks=B or 1), method, *self.data_args)
+        return model, common.blocks_of(model), self.arch.script.train_step
 
 
-ARCHS = {"vit": vit, "dit": dit, "mdm": functools.partial(lm, "mdm"), "ar": functools.partial(lm, "ar"),
-         "huginn": huginn}
+def images(cfg, n, size, channels, classes):
+    """(x, y): n random images and labels (ViT's batch)."""
+    return torch.randn(n, channels, size, size), torch.randint(classes, (n,))
+
+
+def labelled_images(cfg, n, size, channels, classes):
+    """(labels, images) with the null class among the labels (DiT's batch)."""
+    return torch.randint(classes + 1, (n,)), torch.randn(n, channels, size, size)
+
+
+def windows(cfg, n, vocab):
+    """n random character windows: seq_len characters (and the next one for the autoregressive models)."""
+    return torch.randint(vocab, (n, cfg.seq_len + (getattr(cfg, "model", "ar") == "ar")))
+
+
+SMOKE_TRANSFORMER = dict(layers=6, width=32, heads=2, batch_size=4)
+ARCHS = {  # paper sizes: CIFAR-100 / CIFAR-10 images 3×32×32, text8's 27 characters; batches as the paper or for one GPU
+    "vit": Arch(train_vit, "backprop", {}, {**SMOKE_TRANSFORMER, "patch": 2}, (32, 3, 100), images,
+                "ViT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, {d[2]} classes, batch {cfg.batch_size}",
+                smoke_data_args=(8, 3, 100)),
+    "dit": Arch(train_dit, "backprop", {"batch_size": 128}, SMOKE_TRANSFORMER, (32, 3, 10), labelled_images,
+                "DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, batch {cfg.batch_size}",
+                smoke_data_args=(8, 3, 10)),
+    "mdm": Arch(train_lm, "backprop", {"model": "mdm", "batch_size": 8}, {**SMOKE_TRANSFORMER, "seq_len": 16}, (27,),
+                windows, "MDM LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}"),
+    "ar": Arch(train_lm, "backprop", {"model": "ar", "batch_size": 8}, {**SMOKE_TRANSFORMER, "seq_len": 16}, (27,),
+               windows, "AR LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}", streams=2),
+    "huginn": Arch(train_huginn, "bptt", {"batch_size": 8},
+                   dict(width=32, heads=2, seq_len=16, mean_iters=4, bptt=2, batch_size=4), (27,), windows,
+                   "Huginn {cfg.prelude}+{cfg.core}+{cfg.coda}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}: "
+                   "BPTT (K = {cfg.mean_iters}, last {cfg.bptt}) vs one σ-conditioned core pass", counts=(1,)),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,29 +141,30 @@ def seconds_per_step(step, warmup, repeats):
     return statistics.median(times)
 
 
-def time_batch(arch, args):
+def time_batch(batch_size, args):
     """Batch of the timed steps: --time-batch (0: the stated batch), by default 1/16 of the stated batch on a CPU."""
     if args.time_batch is None:
-        return arch.batch if args.device.type == "cuda" else max(1, arch.batch // 16)
-    return min(args.time_batch or arch.batch, arch.batch)
+        return batch_size if args.device.type == "cuda" else max(1, batch_size // 16)
+    return min(args.time_batch or batch_size, batch_size)
 
 
-def measure(arch, model, parts, step, b, args):
+def measure(setup, model, parts, step, b, args):
     """Training memory (bytes by part) of one step of parts[b] alone at the stated batch, and its seconds per step."""
     part = place(model, parts[b], args.device)
     optimizers = [None] * len(parts)
     optimizers[b] = torch.optim.AdamW(part.parameters())
+    batch_size = setup.cfg.batch_size
 
     def stepper(n):
-        batch = [t.to(args.device) for t in arch.data(n)]
+        batch = setup.data(n, args.device)
         return lambda: step(model, optimizers, batch, b)
 
     if args.memory == "step":
-        memory = db.training_memory(stepper(arch.batch), part.parameters(), optimizers[b])
+        memory = db.training_memory(stepper(batch_size), part.parameters(), optimizers[b])
     else:
         memory = extrapolate(*(db.training_memory(stepper(n), part.parameters(), optimizers[b]) for n in (2, 3)),
-                             arch.batch)
-    seconds = seconds_per_step(stepper(time_batch(arch, args)), args.warmup, args.repeats)
+                             batch_size)
+    seconds = seconds_per_step(stepper(time_batch(batch_size, args)), args.warmup, args.repeats)
     part.zero_grad(set_to_none=True)
     model.cpu()
     return memory, seconds
@@ -204,16 +183,17 @@ def checkpointed(model):
             del layer.forward  # back to the class's forward
 
 
-def benchmark(name, arch, args):
+def benchmark(name, setup, args):
     """Rows of one architecture: end-to-end (plain and checkpointed) against every block of every B."""
-    model, parts, step = arch.models(None)
-    e2e, e2e_seconds = measure(arch, model, parts, step, 0, args)
+    arch = setup.arch
+    model, parts, step = setup.models(None)
+    e2e, e2e_seconds = measure(setup, model, parts, step, 0, args)
     with checkpointed(model):
-        ckpt, ckpt_seconds = measure(arch, model, parts, step, 0, args)
+        ckpt, ckpt_seconds = measure(setup, model, parts, step, 0, args)
     rows = []
     for B in arch.counts or args.blocks:
-        model, parts, step = arch.models(B)
-        memories, seconds = zip(*(measure(arch, model, parts, step, b, args) for b in range(len(parts))))
+        model, parts, step = setup.models(B)
+        memories, seconds = zip(*(measure(setup, model, parts, step, b, args) for b in range(len(parts))))
         largest = max(memories, key=lambda m: m["total"])
         ideal = None if arch.counts else B  # huginn: one core pass against BPTT, no partition
         rows.append({
@@ -228,8 +208,8 @@ def benchmark(name, arch, args):
             "streams_memory_ratio": e2e["total"] / (sum(largest[p] for p in PARTS[:3]) + arch.streams * e2e["activations"] / B)
             if ideal and arch.streams > 1 else None,
             "ckpt_bytes": ckpt["total"], "ckpt": ckpt, "ckpt_memory_ratio": e2e["total"] / ckpt["total"],
-            "ckpt_time_ratio": ckpt_seconds / e2e_seconds, "title": arch.title, "batch": arch.batch,
-            "time_batch": time_batch(arch, args), "memory_method": args.memory,
+            "ckpt_time_ratio": ckpt_seconds / e2e_seconds, "title": arch.title.format(cfg=setup.cfg, d=setup.data_args),
+            "batch": setup.cfg.batch_size, "time_batch": time_batch(setup.cfg.batch_size, args), "memory_method": args.memory,
             "warmup": args.warmup, "repeats": args.repeats})
         if "cuda_peak" in e2e:  # --memory step on CUDA: the real peaks
             rows[-1].update(e2e_cuda_peak=e2e["cuda_peak"], ckpt_cuda_peak=ckpt["cuda_peak"],
@@ -358,7 +338,7 @@ def main():
     rows = []
     for name in names:
         t0 = time.perf_counter()
-        rows += benchmark(name, ARCHS[name](args.smoke), args)
+        rows += benchmark(name, Setup.of(ARCHS[name], args.smoke), args)
         print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(rows)
     with open(args.out, "w") as f:

@@ -1,8 +1,8 @@
-"""What the train_*.py scripts share: config and flags, device and seed, datasets (images and text), the training-loop
-skeleton with atomic checkpoints, memory measurement, metrics, the comparison table and plots.
+"""The run plumbing of the train_*.py scripts: config and flags, device and seed, the training loop with atomic
+checkpoints (and the one that trains a model's blocks), memory measurement, metrics, the comparison table and plots.
 
-The method itself lives in diffusionblocks.py; this file is plumbing, so that each script shows only
-its model and its training step.
+The method lives in diffusionblocks.py and the datasets in data.py, so that each script shows only its model,
+its training step and its evaluation.
 """
 import argparse
 import copy
@@ -104,7 +104,7 @@ def parse_config(config_class, presets, methods, argv=None):
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_class):
-        kwargs = dict(help=f.metadata.get("help"), default=argparse.SUPPRESS)
+        kwargs = dict(help=f.metadata.get("help", "").replace("%", "%%"), default=argparse.SUPPRESS)  # argparse formats %
         if f.name == "method":
             kwargs["choices"] = ["all", *methods]
         elif f.name == "preset":
@@ -207,6 +207,14 @@ def pick_device(name):
         torch.cuda.set_device(rank)
         return torch.device("cuda", rank)
     return torch.device(name)
+
+
+def start(cfg):
+    """--device and the seed set up, and the one start-up line (device, precision) → the device."""
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}")
+    return device
 
 
 def autocast(device):
@@ -360,19 +368,55 @@ def measure_memory(module, optimizer, step, trained=lambda module, optimizer: (m
     return db.training_memory(lambda: step(module, optimizer), *trained(module, optimizer))
 
 
+def blocks_of(model):
+    """The separately trained parts of a model: a container's blocks, or a plain network as one block."""
+    return list(model.blocks) if hasattr(model, "blocks") else [model]
+
+
 def measure_blocks(model, optimizers, step, blocks):
     """Training memory of step(model, optimizers, b) for each block b trained; the largest is the run's figure."""
     per_block = [measure_memory(model, optimizers, lambda m, o, b=b: step(m, o, b),
-                                trained=lambda m, o, b=b: (m.blocks[b].parameters(), o[b])) for b in blocks]
+                                trained=lambda m, o, b=b: (blocks_of(m)[b].parameters(), o[b])) for b in blocks]
     return max(per_block, key=lambda m: m["total"]), per_block
 
 
-def describe_blocks(cfg, model, split, iters):
-    """One line: blocks, layers, parameters, γ, partition boundaries and the compute-matched iterations."""
-    return (f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, "
-            f"{[count_params(b) for b in model.blocks]} parameters, γ={cfg.gamma}, {cfg.partition} "
-            f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}; {iters} one-block iterations "
-            f"(= {cfg.steps} per block, compute-matched)")
+def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc):
+    """Train the blocks of `model` (blocks_of) with compute matching: cfg.steps updates per trained block, each
+    iteration one block drawn uniformly (or --block alone) and train_step(model, optimizers, batch, b, noise
+    generator) run at the scheduled lr. get_batch(it, generator) → batch. Memory is measured on a first batch.
+    → (stats, memory of the largest block, memory per block); None after --block, which saves the block alone."""
+    parts = blocks_of(model)
+    optimizers = [adamw(part, cfg) for part in parts]
+    device = next(model.parameters()).device
+    gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
+    trained = range(len(parts)) if cfg.block < 0 else [cfg.block]
+    iters = cfg.steps * len(trained)
+
+    def step(it, batch):
+        b = int(torch.randint(len(parts), (1,), generator=gen)) if cfg.block < 0 else cfg.block
+        set_lr(optimizers[b], lr_at(cfg, it / iters))
+        return train_step(model, optimizers, batch, b, noise_gen)
+
+    batch0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
+    memory, per_block = measure_blocks(model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
+    print(f"{desc}: {[count_params(p) for p in parts]} parameters in {len(parts)} block(s), {iters} iterations of "
+          f"one block (= {cfg.steps} per block, compute-matched)")
+    block_only = cfg.block >= 0
+    ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
+    stats = train_loop(cfg, step, lambda it: get_batch(it, gen), iters,
+                       {"model": model, "opts": Many(optimizers), "gen": gen, "noise": noise_gen}, ckpt,
+                       (lambda: {}) if block_only else evaluate, cfg.eval_every, cfg.ckpt_every,
+                       desc + (str(cfg.block) if block_only else ""), cfg.layers / len(parts))
+    if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
+        save_block(cfg, model, memory, stats, iters)
+        return None
+    return stats, memory, per_block
+
+
+def describe_blocks(cfg, model, split):
+    """One line: blocks, layers, γ and the partition's boundaries σ_0 < ... < σ_B."""
+    return (f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, γ={cfg.gamma}, {cfg.partition} "
+            f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}")
 
 
 def save_block(cfg, model, memory, stats, iters):

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import diffusionblocks as db
 
-# SPEC §3 reference boundaries (4 significant digits) and the γ = 0.05 slices for B = 3 (block 0 first).
+# Reference boundaries of Eq. 8 for B = 2, 3, 4 (4 significant digits) and the γ = 0.05 slices for B = 3 (block 0 first).
 REFERENCE_SIGMAS = {2: [0.002, 0.3012, 80], 3: [0.002, 0.1796, 0.5050, 80], 4: [0.002, 0.1341, 0.3012, 0.6766, 80]}
 REFERENCE_SLICES_B3 = [(0.392, 80), (0.1706, 0.5318), (0.002, 0.2249)]
 

@@ -1,6 +1,6 @@
 """Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in seconds.
 
-Run: python -m pytest -q test_scripts.py      (about 5.5 minutes on a 2-core CPU)
+Run: python -m pytest -q test_scripts.py      (about 11 minutes on a 2-core CPU)
 """
 import json
 import math
@@ -455,11 +455,11 @@ def test_huginn_layer_counter_iteration_sampler_and_causality():
     """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step); K's mean = --mean-iters
     within 5 standard errors of the closed form; the denoiser at position i depends on tokens and states ≤ i only."""
     sys.path.insert(0, HERE)
-    from train_huginn import RecurrentDepthLM, build_model, huginn_iters, next_token_logits
+    from train_huginn import Config, RecurrentDepthLM, build_model, huginn_iters, next_token_logits
     torch.manual_seed(0)
     x = torch.randint(11, (2, 6))
     net = RecurrentDepthLM(vocab=11, width=16, heads=2, seq_len=6)
-    container = build_model("diffusionblocks", 11, 16, 2, 6)
+    container = build_model(Config(width=16, heads=2, seq_len=6), "diffusionblocks", 11)
     for K in (1, 3, 5):
         for model, expected in ((net, 2 + 4 * K + 2), (container, 2 + 6 * K)):
             before = (model.blocks[0] if model is container else model).layer_evals
@@ -533,3 +533,10 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(tmp_path, scr
     assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[-2000:]
     resumed = json.loads((out / "metrics.json").read_text())
     assert without_timing(resumed) == without_timing(whole)
+
+
+@pytest.mark.parametrize("script", ["train_vit.py", "train_dit.py", "train_lm.py", "train_huginn.py", "benchmark.py"])
+def test_help_lists_the_flags(script):
+    """-h prints every flag's help (a '%' in a help text once made argparse crash) and exits 0."""
+    result = run_script(script, "-h")
+    assert result.returncode == 0 and "--out" in result.stdout and "Traceback" not in result.stderr, result.stderr[-500:]

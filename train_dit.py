@@ -1,25 +1,17 @@
-"""Class-conditional image generation with a DiT trained block-wise by DiffusionBlocks, beside the same
-DiT trained end-to-end (DiffusionBlocks §4.2: DiT-S/2 on CIFAR-10, B=3, test FID 39.83 → 37.20, and
-each sampling step runs one block, so sampling costs B times less).
+"""Class-conditional DiT image generation: end-to-end backprop (one `db.DiffusionBlocks` block of L layers over the
+whole σ range) beside DiffusionBlocks (§4.2: B blocks of L/B layers, each trained alone; one block per sampling step).
 
-  python train_dit.py                                   # both methods on bundled digits, CPU, ≤ 15 min
+  python train_dit.py                                   # both methods on bundled digits, CPU
   python train_dit.py --ablation                        # uniform vs equiprob (γ=0, B=3); B ∈ {1,2,3,4,6}
   python train_dit.py --method diffusionblocks --block 1 --out runs/dit   # block 1 alone (own process)
   python train_dit.py --method diffusionblocks --assemble --out runs/dit  # evaluate the saved blocks
   python train_dit.py --preset paper                    # DiT-S/2 on CIFAR-10, one GPU
 
-Both methods are `db.DiffusionBlocks` containers of DiT networks F(c_in·z, c_noise, class) in EDM's
-preconditioning, images scaled to [-1, 1]: backprop is ONE block of L layers over the whole σ range,
-DiffusionBlocks is B blocks of L/B layers, each trained alone on its slice. Classifier-free guidance:
-10 % of training labels become the null class; sampling uses D_u + s·(D_c − D_u), s = 2, with 50 Euler
-steps on the equal-CDF grid, the same noise for both methods.
-
-`fid` is NOT Inception FID: it is the Fréchet distance between generated samples and the test images
-in the pooled features of a small CNN classifier trained here on the training split (cached under
---data-dir). It is comparable only between runs of this project on the same dataset and split.
-`--fid inception` uses the Inception-v3 features of standard FID instead (torch-fidelity, weights downloaded).
+`fid` is NOT Inception FID unless --fid inception: the Fréchet distance in the features of a small CNN classifier
+trained here on the training split, comparable only between runs of this project on the same data.
 """
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -116,17 +108,24 @@ class DiT(nn.Module):
         return out.permute(0, 5, 1, 3, 2, 4).reshape(N, C, H, W)  # unpatchify: (N, C, H, W)
 
 
-def new_model(cfg, num_blocks, image_size, channels, num_classes):
-    """A DiffusionBlocks container of num_blocks DiTs splitting cfg.layers; backprop is one block over all σ."""
+def build_model(cfg, method, image_size, channels, num_classes):
+    """A DiffusionBlocks container of DiTs splitting cfg.layers: B = cfg.blocks blocks, or for backprop one block."""
+    num_blocks = 1 if method == "backprop" else cfg.blocks
     blocks = [DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
               for depth in db.split_layers(cfg.layers, num_blocks)]
     return db.DiffusionBlocks(blocks, gamma=cfg.gamma, partition=cfg.partition)
 
 
-def db_step(m, o, labels, images, b, g=None):
-    """One DiffusionBlocks iteration of block b (Fig. 3) on (labels, images); the loss, detached."""
+def train_step(model, optimizers, batch, block, generator=None):
+    """One DiffusionBlocks iteration of `block` (Fig. 3) on batch = (labels, images); the loss, detached."""
+    labels, images = batch
     with common.autocast(images.device):
-        return m.train_step(labels, images, o, block=b, generator=g)[1]
+        return model.train_step(labels, images, optimizers, block=block, generator=generator)[1]
+
+
+def to_unit(x):
+    """uint8 images -> float in [-1, 1]."""
+    return x.float() / 127.5 - 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ class FeatureCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def feature_network(cfg, data, to_unit, device):
+def feature_network(cfg, data, device):
     """The feature CNN of this dataset and split: loaded from --data-dir, or trained on the training split, cached."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.dataset)
     path = os.path.join(cfg.data_dir, f"fid-cnn-{name}-split{cfg.seed}-{cfg.fid_classifier_steps}.pt")
@@ -212,12 +211,25 @@ def frechet_distance(a, b):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training and evaluation
+# Data, training and evaluation
 # ----------------------------------------------------------------------------------------------
 
-def main(cfg):
-    device = common.pick_device(cfg.device)
-    common.seed_everything(cfg.seed)
+@dataclasses.dataclass
+class Images:
+    """The dataset on its device, and the features that `fid` compares, shared by training and evaluation."""
+    x_train: torch.Tensor  # (N, C, H, W) uint8, on the device
+    y_train: torch.Tensor  # (N,), on the device
+    x_test: torch.Tensor  # (M, C, H, W) in [-1, 1], on the CPU (moved per batch)
+    y_test: torch.Tensor  # (M,)
+    num_classes: int  # K; class K is the null class of classifier-free guidance
+    flips: bool  # random horizontal flips (CIFAR)
+    device: torch.device
+    features: object  # the feature network of `fid`: (n, C, H, W) in [-1, 1] -> (n, F)
+    test_features: torch.Tensor  # (M, F)
+
+
+def check_config(cfg):
+    """Refuse, in one line, flags that cannot work together."""
     if cfg.ablation and (cfg.method != "all" or cfg.block >= 0 or cfg.assemble):
         common.fail("--ablation trains its own list of models; drop --method, --block and --assemble")
     if cfg.ablation and cfg.layers < max(b for b, _ in ABLATION):
@@ -226,6 +238,10 @@ def main(cfg):
         common.fail(f"--label-dropout must be in [0, 1), got {cfg.label_dropout}")
     if cfg.guidance < 0 or cfg.sample_steps < 1 or cfg.fid_samples < 2 or cfg.fid_classifier_steps < 1:
         common.fail("need --guidance >= 0, --sample-steps >= 1, --fid-samples >= 2 and --fid-classifier-steps >= 1")
+
+
+def load_data(cfg, device):
+    """The images of --dataset (checked against --patch, --blocks and --width) and the test features of `fid`."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
@@ -236,142 +252,111 @@ def main(cfg):
         common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
     if cfg.width % cfg.heads or cfg.width % 4:
         common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads} and by 4 (2-D positions)")
-    K = data["num_classes"]  # class K is the null class
-    to_unit = lambda x: x.float() / 127.5 - 1  # noqa: E731  uint8 -> [-1, 1]
-    x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
-    x_test, y_test = to_unit(data["x_test"]), data["y_test"]  # kept on the CPU, moved per batch
-    flips = cfg.dataset.startswith("cifar")
-    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
-          f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} test images {C}×{H}×{W}, {K} classes")
-    features = feature_network(cfg, data, to_unit, device) if cfg.fid == "classifier" else inception_network(device)
+    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} test images {C}×{H}×{W}, "
+          f"{data['num_classes']} classes")
+    features = feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)
+    x_test = to_unit(data["x_test"])
     with torch.no_grad():
         test_features = torch.cat([features(x.to(device)) for x in x_test.split(1000)]).cpu()
+    return Images(data["x_train"].to(device), data["y_train"].to(device), x_test, data["y_test"], data["num_classes"],
+                  cfg.dataset.startswith("cifar"), device, features, test_features)
 
-    def get_batch(it, gen):
-        """(labels with 10 % replaced by the null class, images in [-1, 1]); random flips on CIFAR."""
-        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
-        drop = (torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout).to(device)
-        x = to_unit(x_train[idx])
-        if flips:
-            x = torch.where((torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5).to(device), x.flip(3), x)
-        return torch.where(drop, K, y_train[idx]), x
 
-    def test_denoise_loss(model, images=0, num_sigmas=8):
-        """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss, Eq. 2 and
-        Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning it."""
-        n = images or len(x_test)
-        total = 0.0
-        with torch.no_grad(), common.autocast(device):
-            for i, sigma in enumerate(tqdm(db.sampling_sigmas(2 * num_sigmas)[1::2].tolist(), desc="test_denoise_loss",
-                                           leave=False, mininterval=1.0)):
-                gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
-                for y, label in zip(x_test[:n].split(1000), y_test[:n].split(1000)):
-                    y, label = y.to(device), label.to(device)
-                    z = y + sigma * torch.randn(y.shape, generator=gen).to(device)
-                    D = model.denoise(z, sigma, label)
-                    total += float(db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum())
-        return {"test_denoise_loss": total / (num_sigmas * n)}
+def get_batch(cfg, data, it, generator):
+    """(labels with --label-dropout of them replaced by the null class, images in [-1, 1]); random flips on CIFAR."""
+    device = data.device
+    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
+    drop = (torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout).to(device)
+    x = to_unit(data.x_train[idx])  # (batch, C, H, W)
+    if data.flips:
+        x = torch.where((torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5).to(device), x.flip(3), x)
+    return torch.where(drop, data.num_classes, data.y_train[idx]), x
 
-    def generate(model, labels, noise):
-        """Samples by the sampler on D = D_u + s·(D_c − D_u) (guidance, Ho & Salimans 2022); layers run per sample."""
-        layers_run = []
-        null = torch.full_like(labels, K)
 
-        def D(z, sigma):
-            b = int(db.block_of(sigma, model.sigmas))
-            if cfg.guidance == 1:
-                layers_run.append(len(model.blocks[b].layers))
-                return model.denoise(z, sigma, labels, block=b)
-            layers_run.append(2 * len(model.blocks[b].layers))  # the conditional and the unconditional pass
-            d_cond, d_uncond = model.denoise(torch.cat([z, z]), sigma, torch.cat([labels, null]), block=b).chunk(2)
-            return d_uncond + cfg.guidance * (d_cond - d_uncond)
+def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
+    """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss, Eq. 2 and
+    Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning
+    it."""
+    n = images or len(data.x_test)
+    total = 0.0
+    with torch.no_grad(), common.autocast(data.device):
+        sigmas = db.sampling_sigmas(2 * num_sigmas)[1::2].tolist()  # midpoints of equal-mass bins
+        for i, sigma in enumerate(tqdm(sigmas, desc="test_denoise_loss", leave=False, mininterval=1.0)):
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
+            for y, label in zip(data.x_test[:n].split(1000), data.y_test[:n].split(1000)):
+                y, label = y.to(data.device), label.to(data.device)
+                z = y + sigma * torch.randn(y.shape, generator=gen).to(data.device)
+                D = model.denoise(z, sigma, label)
+                total += float(db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum())
+    return {"test_denoise_loss": total / (num_sigmas * n)}
 
-        sampler = {"euler": db.sample_euler, "heun": db.sample_heun}[cfg.sampler]
-        with torch.no_grad(), common.autocast(device):
-            z = sampler(D, db.sampling_sigmas(cfg.sample_steps), noise)
-        return ((z.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1, sum(layers_run)  # 8-bit, like the data
 
-    def final_evaluation(model, run_dir):
-        """fid, sampling cost, and a grid of samples (same labels and noise for every method) to run_dir."""
-        labels = torch.arange(cfg.fid_samples) % K  # balanced classes
-        noise = torch.randn((cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
-        t0 = time.perf_counter()
-        samples = []
-        for label, eps in tqdm(list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False):
-            images, layer_evals = generate(model, label.to(device), eps.to(device))
-            samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
-        seconds = time.perf_counter() - t0
-        samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
-        with torch.no_grad():
-            sample_features = torch.cat([features(x.to(device)) for x in samples.split(1000)]).cpu()
-        per_class = min(8, cfg.fid_samples // K)
-        grid = samples[:per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, C, H, W)
-        common.save_atomic(grid, os.path.join(run_dir, "samples.pt"))
-        return {"fid": frechet_distance(sample_features, test_features), "fid_features": FID_FEATURES[cfg.fid],
-                "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
+def generate(cfg, model, labels, noise, num_classes):
+    """Samples of --sampler on D = D_u + s·(D_c − D_u) (classifier-free guidance, Ho & Salimans 2022), quantised to
+    8 bits like the data; and the layers run per sample (one block per step, twice with guidance)."""
+    layers_run = []
+    null = torch.full_like(labels, num_classes)
 
-    def train(run_cfg, method, name):
-        """Train one method (backprop = a single block over the whole σ range) and evaluate it; None for --block."""
-        common.seed_everything(run_cfg.seed)
-        gen = torch.Generator().manual_seed(run_cfg.seed)
-        num_blocks = 1 if method == "backprop" else run_cfg.blocks
-        split = db.split_layers(run_cfg.layers, num_blocks)
-        model = new_model(run_cfg, num_blocks, H, C, K).to(device)
-        opts = [common.adamw(block, run_cfg) for block in model.blocks]
-        noise_gen = torch.Generator(device).manual_seed(run_cfg.seed)
-        trained = range(num_blocks) if run_cfg.block < 0 else [run_cfg.block]
-        iters = run_cfg.steps * len(trained)  # compute matching: every block gets N updates
+    def D(z, sigma):
+        b = int(db.block_of(sigma, model.sigmas))
+        if cfg.guidance == 1:
+            layers_run.append(len(model.blocks[b].layers))
+            return model.denoise(z, sigma, labels, block=b)
+        layers_run.append(2 * len(model.blocks[b].layers))  # the conditional and the unconditional pass
+        d_cond, d_uncond = model.denoise(torch.cat([z, z]), sigma, torch.cat([labels, null]), block=b).chunk(2)
+        return d_uncond + cfg.guidance * (d_cond - d_uncond)
 
-        def step(it, batch):
-            b = int(torch.randint(num_blocks, (1,), generator=gen)) if run_cfg.block < 0 else run_cfg.block
-            common.set_lr(opts[b], common.lr_at(run_cfg, it / iters))
-            return db_step(model, opts, *batch, b, noise_gen)
+    sampler = {"euler": db.sample_euler, "heun": db.sample_heun}[cfg.sampler]
+    with torch.no_grad(), common.autocast(noise.device):
+        z = sampler(D, db.sampling_sigmas(cfg.sample_steps), noise)
+    return ((z.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1, sum(layers_run)
 
-        batch0 = get_batch(0, torch.Generator().manual_seed(run_cfg.seed))
-        memory, per_block = common.measure_blocks(model, opts, lambda m, o, b: db_step(m, o, *batch0, b), trained)
-        if method == "backprop":
-            print(f"backprop: {common.count_params(model):,} parameters, {iters} iterations of {run_cfg.layers} layers")
-        else:
-            print(common.describe_blocks(run_cfg, model, split, iters))
-        block_only, run_dir = run_cfg.block >= 0, os.path.join(run_cfg.out, name)
-        ckpt = os.path.join(run_dir, f"block{run_cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
-        stats = common.train_loop(run_cfg, step, lambda it: get_batch(it, gen), iters,
-                                  {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
-                                  (lambda: {}) if block_only else (lambda: test_denoise_loss(model, run_cfg.curve_images)),
-                                  run_cfg.eval_every, run_cfg.ckpt_every,
-                                  name + (str(run_cfg.block) if block_only else ""), run_cfg.layers / num_blocks)
-        if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
-            common.save_block(run_cfg, model, memory, stats, iters)
-            return None
-        extra = {"blocks": num_blocks, "gamma": run_cfg.gamma, "partition": run_cfg.partition,
-                 "layers_per_block": split, "train_memory_per_block": per_block}
-        final = test_denoise_loss(model) if run_cfg.curve_images else {}  # the curve's last point used a subset
-        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **final, **extra})
 
-    if cfg.assemble:
-        def evaluate(model):
-            return {**test_denoise_loss(model), **final_evaluation(model, os.path.join(cfg.out, "assembled"))}
+def final_evaluation(cfg, data, model, run_dir):
+    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to run_dir."""
+    K, (C, H, W) = data.num_classes, data.x_test.shape[1:]
+    labels = torch.arange(cfg.fid_samples) % K  # balanced classes
+    noise = torch.randn((cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
+    t0 = time.perf_counter()
+    samples = []
+    for label, eps in tqdm(list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False):
+        images, layer_evals = generate(cfg, model, label.to(data.device), eps.to(data.device), K)
+        samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
+    seconds = time.perf_counter() - t0
+    samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
+    with torch.no_grad():
+        sample_features = torch.cat([data.features(x.to(data.device)) for x in samples.split(1000)]).cpu()
+    per_class = min(8, cfg.fid_samples // K)
+    grid = samples[:per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, C, H, W)
+    common.save_atomic(grid, os.path.join(run_dir, "samples.pt"))
+    return {"fid": frechet_distance(sample_features, data.test_features), "fid_features": FID_FEATURES[cfg.fid],
+            "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
 
-        metrics = common.assemble(cfg, "train_dit.py", "fid", new_model(cfg, cfg.blocks, H, C, K).to(device),
-                                  evaluate, device)
-        plot_samples(metrics["methods"], cfg.out)
-        return metrics
-    if cfg.ablation:
-        return ablation(cfg, train)
 
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
-        result = train(cfg, method, method)
-        if result is None:
-            return None
-        metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
-    print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
-    common.print_table(metrics["methods"], "fid")
-    for name, r in metrics["methods"].items():
-        print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling {r['layer_evals_per_sample']} "
-              f"layer evaluations and {r['sample_seconds_per_image'] * 1e3:.3g} ms per image")
-    common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
-    plot_samples(metrics["methods"], cfg.out)
-    return metrics
+def evaluate_assembled(cfg, data, model):
+    """--assemble: the final test_denoise_loss and fid of the blocks trained in their own processes."""
+    run_dir = os.path.join(cfg.out, "assembled")
+    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir)}
+
+
+def train(cfg, data, method, name):
+    """Train one method under --out/name (compute-matched, common.train_blocks) and evaluate it; None after --block."""
+    common.seed_everything(cfg.seed)
+    _, C, H, _ = data.x_test.shape
+    model = build_model(cfg, method, H, C, data.num_classes).to(data.device)
+    split = db.split_layers(cfg.layers, len(model.blocks))
+    if method == "diffusionblocks":
+        print(common.describe_blocks(cfg, model, split))
+    run_dir = os.path.join(cfg.out, name)
+    trained = common.train_blocks(cfg, model, train_step, functools.partial(get_batch, cfg, data),
+                                  lambda: test_denoise_loss(cfg, data, model, cfg.curve_images), run_dir, name)
+    if trained is None:
+        return None
+    stats, memory, per_block = trained
+    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}  # the curve's last point used a subset
+    extra = {"blocks": len(model.blocks), "gamma": cfg.gamma, "partition": cfg.partition,
+             "layers_per_block": split, "train_memory_per_block": per_block}
+    return common.method_result(stats, memory, {**final_evaluation(cfg, data, model, run_dir), **final, **extra})
 
 
 def plot_samples(methods, out):
@@ -390,35 +375,6 @@ def plot_samples(methods, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "samples.png"), dpi=120)
     plt.close(fig)
-
-
-def ablation(cfg, train):
-    """Ablations of §4.2: partition (uniform vs equiprob, γ=0, B=3) and block count (B ∈ 1,2,3,4,6, γ=0)."""
-    runs, run_out = {}, os.path.join(cfg.out, "ablation")
-    for blocks, partition in ABLATION:
-        name = f"B{blocks}-{partition}"
-        run_cfg = dataclasses.replace(cfg, blocks=blocks, gamma=0.0, partition=partition, out=run_out)
-        runs[name] = train(run_cfg, "diffusionblocks", name)
-    rows = [f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} {'test_denoise_loss':>17} "
-            f"{'layer evals':>11} {'ms/sample':>9}"]
-    for name, r in runs.items():
-        paper = (PAPER_FID["partition"]["uniform"] if r["partition"] == "uniform" else PAPER_FID["blocks"][r["blocks"]])
-        rows.append(f"{name:<14} {r['blocks']:>2} {r['partition']:>9} {r['fid']:>9.4g} {paper:>9.2f} "
-                    f"{r['test_denoise_loss']:>17.4f} {r['layer_evals_per_sample']:>11} "
-                    f"{r['sample_seconds_per_image'] * 1e3:>9.3g}")
-    table = "\n".join(rows)
-    print(f"fid features: {FID_FEATURES[cfg.fid]}; paper FID: CIFAR-10, Inception\n" + table)
-    with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
-        f.write(table + "\n")
-    result = {"script": "train_dit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
-              "torch": torch.__version__, "config": dataclasses.asdict(cfg), "paper_fid_cifar10": PAPER_FID,
-              "methods": runs}  # laid out like metrics.json, so --seeds can summarise it
-    with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    plot_ablation(runs, cfg.out, FID_FEATURES[cfg.fid])
-    common.plot_comparison(runs, "test_denoise_loss", run_out)
-    plot_samples(runs, run_out)
-    return result
 
 
 def relative_fid(fid, base):
@@ -456,6 +412,62 @@ def plot_ablation(runs, out, features):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(os.path.join(out, "ablation.png"), dpi=120)
     plt.close(fig)
+
+
+def ablation(cfg, data):
+    """Ablations of §4.2: partition (uniform vs equiprob, γ=0, B=3) and block count (B ∈ 1,2,3,4,6, γ=0)."""
+    runs, run_out = {}, os.path.join(cfg.out, "ablation")
+    for blocks, partition in ABLATION:
+        name = f"B{blocks}-{partition}"
+        run_cfg = dataclasses.replace(cfg, blocks=blocks, gamma=0.0, partition=partition, out=run_out)
+        runs[name] = train(run_cfg, data, "diffusionblocks", name)
+    rows = [f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} {'test_denoise_loss':>17} "
+            f"{'layer evals':>11} {'ms/sample':>9}"]
+    for name, r in runs.items():
+        paper = (PAPER_FID["partition"]["uniform"] if r["partition"] == "uniform" else PAPER_FID["blocks"][r["blocks"]])
+        rows.append(f"{name:<14} {r['blocks']:>2} {r['partition']:>9} {r['fid']:>9.4g} {paper:>9.2f} "
+                    f"{r['test_denoise_loss']:>17.4f} {r['layer_evals_per_sample']:>11} "
+                    f"{r['sample_seconds_per_image'] * 1e3:>9.3g}")
+    table = "\n".join(rows)
+    print(f"fid features: {FID_FEATURES[cfg.fid]}; paper FID: CIFAR-10, Inception\n" + table)
+    with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
+        f.write(table + "\n")
+    result = {"script": "train_dit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
+              "torch": torch.__version__, "config": dataclasses.asdict(cfg), "paper_fid_cifar10": PAPER_FID,
+              "methods": runs}  # laid out like metrics.json, so --seeds can summarise it
+    with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot_ablation(runs, cfg.out, FID_FEATURES[cfg.fid])
+    common.plot_comparison(runs, "test_denoise_loss", run_out)
+    plot_samples(runs, run_out)
+    return result
+
+
+def main(cfg):
+    device = common.start(cfg)
+    check_config(cfg)
+    data = load_data(cfg, device)
+    if cfg.assemble:
+        _, C, H, _ = data.x_test.shape
+        model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
+        metrics = common.assemble(cfg, "train_dit.py", "fid", model, lambda m: evaluate_assembled(cfg, data, m), device)
+        plot_samples(metrics["methods"], cfg.out)
+        return metrics
+    if cfg.ablation:
+        return ablation(cfg, data)
+    for method in METHODS if cfg.method == "all" else [cfg.method]:
+        result = train(cfg, data, method, method)
+        if result is None:
+            return None
+        metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
+    print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
+    common.print_table(metrics["methods"], "fid")
+    for name, r in metrics["methods"].items():
+        print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling {r['layer_evals_per_sample']} "
+              f"layer evaluations and {r['sample_seconds_per_image'] * 1e3:.3g} ms per image")
+    common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
+    plot_samples(metrics["methods"], cfg.out)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -1,41 +1,19 @@
-"""A recurrent-depth character LM (Huginn: prelude → weight-tied core × K → coda) trained two ways: with random K
-and truncated back-propagation through time, as Huginn is, or with DiffusionBlocks, which reads the K iterations as
-Euler steps of the reverse diffusion and trains the core as ONE σ-conditioned denoiser, one core pass per step
-(DiffusionBlocks v4, recurrent-depth experiment: LM1B MAUVE 0.49 → 0.70 at about 10× less training compute).
-Huginn: Geiping et al. 2025, "Scaling up Test-Time Compute with Latent Reasoning", https://arxiv.org/abs/2502.05171.
+"""A recurrent-depth character LM (Huginn: prelude → weight-tied core × K → coda) trained two ways: --method bptt,
+Huginn's random K with truncated back-propagation through time; or --method diffusionblocks, which reads the K
+iterations as Euler steps of the reverse diffusion and trains the core as ONE σ-conditioned denoiser (B = 1), one core
+pass per step (DiffusionBlocks v4, recurrent-depth experiment). Huginn: https://arxiv.org/abs/2502.05171.
 
   python train_huginn.py                                # both methods, bundled pydoc text, CPU preset
   python train_huginn.py --db-steps-mult 3              # DiffusionBlocks on the paper's 3× longer schedule
   python train_huginn.py --preset paper                 # text8, width 512, 2+4+2 layers, mean K 32, BPTT 8, one GPU
 
-Model (`RecurrentDepthLM`): tokens + learned positions → prelude (2 causal AdaLN-Zero layers) → e; the core maps
-[state ; e] through a linear adapter and 4 layers, then a LayerNorm (Huginn's sandwich norm keeps the state's scale
-fixed across iterations) → coda (2 layers) → logits. Attention is causal (torch's causal bias: the flash path).
---method bptt: K = Poisson(λ) + 1, ln λ ~ N(ln(mean − 1) − ½·0.5², 0.5²) (Huginn's sampler shifted by one so that
-E[K] = --mean-iters; Huginn's code gives E[K] = r̄ + 1); s_0 ~ N(0, σ²) truncated at ±3σ, σ = √(2/(5·width)) (Huginn's
-init); iterations before the last --bptt run without gradients. The AdaLN condition is a learned vector.
---method diffusionblocks (B = 1, no partition): position i's state is the noisy fixed embedding of x_{i+1} at its own
-σ; ONE core pass conditioned on σ, loss db.DiffusionBlocks.loss with --weighting and --mislabel (as every discrete
-target here; with B = 1 the slice is all of [σ_min, σ_max], and EDM's λ(σ), 4 at σ_max and 2.5·10⁵ at σ_min, would
-starve the high-σ regime that must predict from the context).
-Inference: K Euler steps of that core on db.prediction_sigmas (= db.sampling_sigmas(K) for B = 1), every position
-sharing the step's σ, the prelude run once; K defaults to the baseline's mean. From z_0 = 0 the chain predicts
-(compared with the baseline's argmax), from σ_max·ε it draws x_{i+1} (compared with the baseline's T = 1 draws).
-The coda runs at every Euler step (the denoiser's output is logits), so inference costs 2 + 6K layer evaluations
-against the baseline's 2 + 4K + 2; training is 8 per step against 4 + 4·E[K].
-
-CPU preset: width 64, 4 heads, 64 characters × 16 sequences, mean K 32 (the paper's) with BPTT 4 (paper: 8), 600
-iterations of each method (equal data passes). One thread, 2-core CPU: 0.43 s / 0.077 s per iteration (bptt /
-diffusionblocks), about 6 minutes for both with evaluation; 20× fewer layer evaluations, about 5.5× less time.
-
-Metrics: test_next_token_acc / test_ce / test_sample_acc at K = --infer-iters (and against K, quality_vs_iters.png);
-gen_ppl (greedy) and gen_ppl_t1 (T = 1 draws), the perplexity of continuations of held-out prompts under
-train_lm.py's n-gram judge; train_layer_evals_per_step, counted where the layers are called; seconds_per_iter, train_seconds, train_memory_bytes (measured).
---block / --assemble are refused: with one block there is nothing to train apart.
+Metrics: next-character accuracy, cross-entropy and draw accuracy against test-time K, gen_ppl of held-out
+continuations (lm_eval), layer evaluations per training step, training time and memory.
 """
 import dataclasses
 import math
 import os
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -100,8 +78,10 @@ PRESETS = {
 class RecurrentDepthLM(nn.Module):
     """Prelude P → core R (weight-tied, applied K times) → coda C, causal, on AdaLN-Zero layers (Huginn §3).
 
-    e = P(x) (N, n, D); s_k = norm(R(adapter([s_{k−1} ; e]), c)) (N, n, D); logits = C(s_K) (N, n, V).
-    Baseline (`target_dim` None): c is a learned vector, s_0 is noise, K core passes (`recurrent_logits`).
+    e = P(x) (N, n, D); s_k = norm(R(adapter([s_{k−1} ; e]), c)) (N, n, D); logits = C(s_K) (N, n, V). The
+    LayerNorm after the core is Huginn's sandwich norm: it keeps the state's scale fixed across iterations.
+    Baseline (`target_dim` None): c is a learned vector, s_0 is noise, K core passes (`recurrent_logits`); it trains
+    with K drawn around `mean_iters`, back-propagating through the last `bptt` passes (`train_step`).
     DiffusionBlocks block (`target_dim` E): called as F(c_in·z, c_noise, x) with z (N, n, E) the noisy embeddings
     of the next tokens x_{2..n+1}: s_0 = z_in(c_in·z), ONE core pass with c the embedding of each token's σ. The
     core is causal and position i's state is the noisy x_{i+1}, so position i sees noisy tokens ≤ i+1 only: no
@@ -109,7 +89,8 @@ class RecurrentDepthLM(nn.Module):
     `layer_evals` counts the transformer-layer calls (prelude, core and coda), under no_grad too.
     """
 
-    def __init__(self, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, target_dim=None):
+    def __init__(self, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, target_dim=None, mean_iters=32,
+                 bptt=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))  # learned positions, as train_lm's CausalLM
@@ -124,10 +105,11 @@ class RecurrentDepthLM(nn.Module):
             self.z_in = nn.Linear(target_dim, width)
             self.embed_sigma = db.SigmaEmbedder(width)
         self.state_std = math.sqrt(2 / (5 * width))  # Huginn's init std, also of s_0
+        self.mean_iters, self.bptt = mean_iters, bptt  # the baseline's training K (mean) and gradient window
         self.layer_evals = 0
 
     def run(self, layers, h, c):
-        """Causal AdaLN-Zero layers on h (N, n, D), counting each call."""
+        """Causal AdaLN-Zero layers on h (N, n, D) (torch's causal bias: the flash path), counting each call."""
         mask = causal_upper_left(h.shape[1], h.shape[1])
         for layer in layers:
             h = layer(h, c, mask)
@@ -171,15 +153,15 @@ class RecurrentDepthLM(nn.Module):
         return self.decode(self.iterate(self.z_in(z_in), e, c))
 
 
-def build_model(method, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, seed=0, weighting="uniform",
-                mislabel=0.0):
+def build_model(cfg, method, vocab):
     """The baseline RecurrentDepthLM, or a one-block db.DiffusionBlocks whose block is the σ-conditioned one
     (target space: the fixed, seeded embedding of the characters, width-dimensional)."""
+    sizes = (vocab, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core, cfg.coda)
     if method == "bptt":
-        return RecurrentDepthLM(vocab, width, heads, seq_len, prelude, core, coda)
-    net = RecurrentDepthLM(vocab, width, heads, seq_len, prelude, core, coda, target_dim=width)
-    return db.DiffusionBlocks([net], embedding=db.target_embedding(vocab, width, seed=seed), weighting=weighting,
-                              mislabel=mislabel)
+        return RecurrentDepthLM(*sizes, mean_iters=cfg.mean_iters, bptt=cfg.bptt)
+    return db.DiffusionBlocks([RecurrentDepthLM(*sizes, target_dim=cfg.width)],
+                              embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
+                              weighting=cfg.weighting, mislabel=cfg.mislabel)
 
 
 def network(model):
@@ -188,33 +170,35 @@ def network(model):
 
 
 def huginn_iters(mean_iters, generator=None):
-    """K = Poisson(λ) + 1, ln λ ~ N(ln(mean − 1) − ½·0.5², 0.5²): Huginn's log-normal Poisson, E[K] = mean_iters."""
+    """K = Poisson(λ) + 1, ln λ ~ N(ln(mean − 1) − ½·0.5², 0.5²): Huginn's log-normal Poisson shifted by one, so
+    that E[K] = mean_iters (Huginn's code gives E[K] = r̄ + 1)."""
     rate = (mean_iters - 1) * math.exp(K_SPREAD * float(torch.randn((), generator=generator)) - K_SPREAD ** 2 / 2)
     return int(torch.poisson(torch.tensor(rate, dtype=torch.float64), generator=generator)) + 1
 
 
-def bptt_step(model, optimizer, x, iters, bptt, generator=None):
-    """One baseline iteration on windows x (N, n+1): cross-entropy after `iters` core passes, back-propagated
-    through the last `bptt` (truncated BPTT, Huginn §3); the loss, detached."""
-    with common.autocast(x.device):
-        logits = model.recurrent_logits(x[:, :-1], iters, bptt, generator)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-    return common.optimize(loss, model, optimizer)
-
-
-def diffusion_step(model, optimizer, x, generator=None):
-    """One DiffusionBlocks iteration on windows x (N, n+1): one core pass at a random σ per token (db.DiffusionBlocks.loss
-    with B = 1: its --weighting and --mislabel); the loss, detached."""
-    with common.autocast(x.device):
-        loss = model.loss(x[:, :-1], x[:, 1:], 0, generator)
-    return common.optimize(loss, model, optimizer)
+def train_step(model, optimizers, batch, block, generator=None):
+    """One iteration on windows (N, n+1) → the loss, detached. Baseline: batch (x, K), or x at K = model.mean_iters;
+    cross-entropy after K core passes, back-propagated through the last model.bptt (truncated BPTT, Huginn §3).
+    DiffusionBlocks: batch x; one core pass at a random σ per token, db.DiffusionBlocks.loss (Eq. 6) of block 0
+    with --weighting and --mislabel (with B = 1 the slice is all of [σ_min, σ_max])."""
+    if isinstance(model, db.DiffusionBlocks):
+        x = batch
+        with common.autocast(x.device):
+            loss = model.loss(x[:, :-1], x[:, 1:], block, generator)
+    else:
+        x, iters = batch if isinstance(batch, tuple) else (batch, model.mean_iters)
+        with common.autocast(x.device):
+            logits = model.recurrent_logits(x[:, :-1], iters, model.bptt, generator)  # (N, n, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+    return common.optimize(loss, model, optimizers[block])
 
 
 @torch.no_grad()
 def next_token_logits(model, x, iters, generator=None, start="mean"):
-    """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes (baseline), or the
-    last call of K Euler steps (DiffusionBlocks §4) from z_0 = 0 (a prediction) or σ_max·ε (a draw), the prelude
-    run once."""
+    """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes (baseline: 2 + 4K + 2
+    layer evaluations), or the last call of K Euler steps on db.prediction_sigmas (DiffusionBlocks §4; every position
+    shares the step's σ, the prelude runs once, the coda at every step: 2 + 6K) from z_0 = 0 (a prediction) or
+    σ_max·ε (a draw)."""
     if not isinstance(model, db.DiffusionBlocks):
         return model.recurrent_logits(x, iters, generator=generator)
     e = model.blocks[0].encode(x)
@@ -223,21 +207,8 @@ def next_token_logits(model, x, iters, generator=None, start="mean"):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training and evaluation
+# Data, training and evaluation
 # ----------------------------------------------------------------------------------------------
-
-class Tally:
-    """Layer evaluations summed over the training steps, checkpointed with the run (for --resume)."""
-
-    def __init__(self):
-        self.total = 0
-
-    def state_dict(self):
-        return {"total": self.total}
-
-    def load_state_dict(self, state):
-        self.total = state["total"]
-
 
 def check_config(cfg):
     """One-line errors (exit 2) for this script's flags; parse_config has checked the common ones."""
@@ -252,112 +223,146 @@ def check_config(cfg):
                     f"got {cfg.gen_tokens}")
 
 
-def main(cfg):
-    device = common.pick_device(cfg.device)
-    common.seed_everything(cfg.seed)
-    check_config(cfg)
-    K = cfg.infer_iters or cfg.mean_iters
+def test_iters(cfg):
+    """Test-time K of both methods: --infer-iters, by default the baseline's mean (Huginn's default)."""
+    return cfg.infer_iters or cfg.mean_iters
+
+
+@dataclasses.dataclass
+class Corpus:
+    """A run's text on its device: windows of seq_len + 1 characters (n contexts, each followed by its target)."""
+    chars: str
+    train: torch.Tensor  # (S_train, n+1) training windows at every offset
+    test: torch.Tensor  # (S_test, n+1) test windows with non-overlapping targets
+    test_eval: torch.Tensor  # (S_eval, n+1) the first --eval-sequences of them
+    judge: CharNgram  # Witten–Bell character n-gram of the training split, the judge of gen_ppl
+    device: torch.device
+
+
+def load_corpus(cfg, device):
+    """--dataset cut into windows of seq_len + 1 characters, and the n-gram judge of gen_ppl."""
+    data, train, test, test_eval = load_windows(cfg, cfg.seq_len + 1)
+    judge = CharNgram(data["train"], len(data["chars"]), cfg.judge_order)
+    print(f"{cfg.dataset}: {len(data['train']):,} / {len(data['test']):,} train / test characters, "
+          f"V = {len(data['chars'])}; {len(test_eval)} test sequences of {cfg.seq_len + 1} per evaluation; "
+          f"test-time K = {test_iters(cfg)}; gen_ppl judge: Witten–Bell {judge.order}-gram")
+    return Corpus(data["chars"], train, test, test_eval, judge, device)
+
+
+def get_batch(it, generator, cfg, corpus, method):
+    """--batch-size training windows (N, n+1) drawn with `generator` (whatever `it`); bptt: (windows, K), K drawn
+    after them from the same generator (huginn_iters)."""
+    x = corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(corpus.device)
+    return (x, huginn_iters(cfg.mean_iters, generator)) if method == "bptt" else x
+
+
+class Tally:
+    """Layer evaluations summed over the training steps, checkpointed with the run (for --resume)."""
+
+    def __init__(self):
+        self.total = 0
+
+    def state_dict(self):
+        return {"total": self.total}
+
+    def load_state_dict(self, state):
+        self.total = state["total"]
+
+
+def train_iteration(it, batch, cfg, model, optimizers, iters, generator, tally):
+    """Iteration `it` of `iters` at the scheduled learning rate; its layer evaluations are added to `tally`."""
+    common.set_lr(optimizers[0], common.lr_at(cfg, it / iters))
+    before = network(model).layer_evals
+    loss = train_step(model, optimizers, batch, 0, generator)
+    tally.total += network(model).layer_evals - before
+    return loss
+
+
+@torch.no_grad()
+def evaluate(model, cfg, corpus, iters):
+    """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy and cross-entropy
+    of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `test_sample_acc`, the expected
+    accuracy of a temperature-1 draw (baseline: mean probability of the truth; DiffusionBlocks: the argmax
+    accuracy of its chain from noise, which lands on a draw)."""
+    gen, ce, correct, sampled = torch.Generator(corpus.device).manual_seed(cfg.seed), 0.0, 0, 0.0
+    with common.autocast(corpus.device):
+        for x in corpus.test_eval.split(cfg.batch_size):
+            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)  # (N, n) contexts and their targets
+            logits = next_token_logits(model, x, iters, gen).float()  # (N, n, V)
+            ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+            if isinstance(model, db.DiffusionBlocks):
+                sampled += float((next_token_logits(model, x, iters, gen, "noise").argmax(-1) == y).sum())
+            else:
+                sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
+    count = len(corpus.test_eval) * cfg.seq_len
+    return {"test_next_token_acc": correct / count, "test_ce": ce / count, "test_sample_acc": sampled / count}
+
+
+def quality_at(model, cfg, corpus, iters):
+    """evaluate() at K = iters, with the layer evaluations of one forward pass, counted."""
+    before = network(model).layer_evals
+    result = evaluate(model, cfg, corpus, iters)
+    passes = math.ceil(len(corpus.test_eval) / cfg.batch_size)
+    return {"iters": iters, **result, "layer_evals_per_forward": (network(model).layer_evals - before) / passes}
+
+
+def last_logits(model, iters, generator, start, x):
+    """Logits (N, V) of the character after contexts x (N, n), for lm_eval's generation."""
+    return next_token_logits(model, x, iters, generator, start)[:, -1]
+
+
+def final_evaluation(model, cfg, corpus, run_dir):
+    """Quality against K (powers of two up to twice the mean, the mean and the test K); gen_ppl of greedy
+    (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1 (DiffusionBlocks: chain from noise)
+    continuations of held-out prompts (train_lm.py's AR protocol)."""
+    K = test_iters(cfg)
     powers = {2 ** i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
-    sweep = sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})  # the K of quality_vs_iters
-    window = cfg.seq_len + 1  # n context characters, each followed by its target
-    data, train_windows, test, test_eval = load_windows(cfg, window)
-    chars, V = data["chars"], len(data["chars"])
-    judge = CharNgram(data["train"], V, cfg.judge_order)
-    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
-          f"{len(data['train']):,} / {len(data['test']):,} train / test characters, V = {V}; {len(test_eval)} test "
-          f"sequences of {window} per evaluation; test-time K = {K}; gen_ppl judge: Witten–Bell {judge.order}-gram")
-
-    def evaluate(model, iters):
-        """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy and cross-entropy
-        of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `test_sample_acc`, the expected
-        accuracy of a temperature-1 draw (baseline: mean probability of the truth; DiffusionBlocks: the argmax
-        accuracy of its chain from noise, which lands on a draw)."""
-        gen, ce, correct, sampled = torch.Generator(device).manual_seed(cfg.seed), 0.0, 0, 0.0
-        with torch.no_grad(), common.autocast(device):
-            for x in test_eval.split(cfg.batch_size):
-                x, y = x.to(device), x[:, 1:].to(device)
-                logits = next_token_logits(model, x[:, :-1], iters, gen).float()  # (N, n, V)
-                ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
-                correct += int((logits.argmax(-1) == y).sum())
-                if isinstance(model, db.DiffusionBlocks):
-                    sampled += float((next_token_logits(model, x[:, :-1], iters, gen, "noise").argmax(-1) == y).sum())
-                else:
-                    sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
-        count = len(test_eval) * cfg.seq_len
-        return {"test_next_token_acc": correct / count, "test_ce": ce / count, "test_sample_acc": sampled / count}
-
-    def quality_at(model, iters):
-        """evaluate() at K = iters, with the layer evaluations of one forward pass, counted."""
-        net, before = network(model), network(model).layer_evals
-        result = evaluate(model, iters)
-        return {"iters": iters, **result,
-                "layer_evals_per_forward": (net.layer_evals - before) / math.ceil(len(test_eval) / cfg.batch_size)}
-
-    def final_evaluation(model, run_dir):
-        """Quality against K; gen_ppl of greedy (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1
-        (DiffusionBlocks: chain from noise) continuations of held-out prompts (train_lm.py's AR protocol)."""
-        quality = [quality_at(model, k) for k in sweep]
-        gen = torch.Generator(device).manual_seed(cfg.seed)
-
-        def decoder(start, temperature):
-            next_logits = lambda x: next_token_logits(model, x, K, gen, start)[:, -1]  # noqa: E731
-            return next_logits, 0.0 if isinstance(model, db.DiffusionBlocks) else temperature
-
-        (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
-            [decoder("mean", cfg.temperature), decoder("noise", 1.0)], test, cfg, judge, chars, gen, device)
-        write_samples(texts, run_dir)
-        return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
-                "quality_vs_iters": quality}
-
-    def train(method):
-        common.seed_everything(cfg.seed)
-        gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
-        model = build_model(method, V, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core, cfg.coda,
-                            cfg.seed, cfg.weighting, cfg.mislabel).to(device)
-        net, opt, tally = network(model), common.adamw(model, cfg), Tally()
-        iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
-
-        def one_step(m, o, x, g, k):
-            return bptt_step(m, o, x, k, cfg.bptt, g) if method == "bptt" else diffusion_step(m, o, x, g)
-
-        def step(it, x):
-            common.set_lr(opt, common.lr_at(cfg, it / iters))
-            before = net.layer_evals
-            loss = one_step(model, opt, x, noise_gen, huginn_iters(cfg.mean_iters, gen) if method == "bptt" else 0)
-            tally.total += net.layer_evals - before
-            return loss
-
-        x0 = train_windows[:cfg.batch_size].to(device)
-        memory = common.measure_memory(model, opt, lambda m, o: one_step(  # the baseline at K = its mean
-            m, o, x0, torch.Generator(device).manual_seed(cfg.seed), cfg.mean_iters))
-        print(f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
-              + (f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last {cfg.bptt}"
-                 if method == "bptt" else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
-                                          f"the baseline's iterations)"))
-        run_dir = os.path.join(cfg.out, method)
-        stats = common.train_loop(cfg, step, lambda it: train_windows[torch.randint(
-            len(train_windows), (cfg.batch_size,), generator=gen)].to(device), iters,
-            {"model": model, "opt": opt, "gen": gen, "noise": noise_gen, "tally": tally},
-            os.path.join(run_dir, "ckpt.pt"), lambda: evaluate(model, K), cfg.eval_every, cfg.ckpt_every,
-            method, cfg.prelude + cfg.core + cfg.coda)  # every layer is updated at every step, in both methods
-        extra = {"train_layer_evals_per_step": tally.total / iters, "train_layer_evals": tally.total,
-                 "test_iters": K, "layers": [cfg.prelude, cfg.core, cfg.coda]}
-        if method == "bptt":
-            extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
-        else:
-            extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel)
-        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
-
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
-        metrics = common.write_metrics(cfg, "train_huginn.py", method, train(method), device)
-    common.print_table(metrics["methods"], "test_next_token_acc", baseline="bptt")
-    report(metrics["methods"], cfg)
-    common.plot_comparison(metrics["methods"], "test_next_token_acc", cfg.out, "train_seconds", "training seconds")
-    plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out)
-    return metrics
+    quality = [quality_at(model, cfg, corpus, k) for k in sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})]
+    gen = torch.Generator(corpus.device).manual_seed(cfg.seed)
+    chain = isinstance(model, db.DiffusionBlocks)  # its draws come from the chain's start, not a temperature
+    decoders = [(partial(last_logits, model, K, gen, "mean"), 0.0 if chain else cfg.temperature),
+                (partial(last_logits, model, K, gen, "noise"), 0.0 if chain else 1.0)]
+    (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(decoders, corpus.test, cfg, corpus.judge,
+                                                                     corpus.chars, gen, corpus.device)
+    write_samples(texts, run_dir)
+    return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
+            "quality_vs_iters": quality}
 
 
-def report(methods, cfg):
+def train(cfg, method, corpus):
+    """Train one method and evaluate it. Its own loop on common.train_loop, not common.train_blocks: that one draws a
+    block per iteration from the data generator, which would shift the batches and the K drawn here."""
+    common.seed_everything(cfg.seed)
+    gen, noise = torch.Generator().manual_seed(cfg.seed), torch.Generator(corpus.device).manual_seed(cfg.seed)
+    model = build_model(cfg, method, len(corpus.chars)).to(corpus.device)
+    optimizers, tally = [common.adamw(model, cfg)], Tally()
+    iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
+    x0 = corpus.train[:cfg.batch_size].to(corpus.device)
+    memory = common.measure_memory(model, optimizers, lambda m, o: train_step(  # the baseline at K = its mean
+        m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed)), lambda m, o: (m.parameters(), o[0]))
+    print(f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
+          + (f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last {cfg.bptt}"
+             if method == "bptt" else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
+                                      f"the baseline's iterations)"))
+    run_dir = os.path.join(cfg.out, method)
+    stats = common.train_loop(
+        cfg, partial(train_iteration, cfg=cfg, model=model, optimizers=optimizers, iters=iters, generator=noise,
+                     tally=tally),
+        partial(get_batch, generator=gen, cfg=cfg, corpus=corpus, method=method), iters,
+        {"model": model, "opt": optimizers[0], "gen": gen, "noise": noise, "tally": tally},
+        os.path.join(run_dir, "ckpt.pt"), partial(evaluate, model, cfg, corpus, test_iters(cfg)), cfg.eval_every,
+        cfg.ckpt_every, method, cfg.prelude + cfg.core + cfg.coda)  # every layer is updated at every step
+    extra = {"train_layer_evals_per_step": tally.total / iters, "train_layer_evals": tally.total,
+             "test_iters": test_iters(cfg), "layers": [cfg.prelude, cfg.core, cfg.coda]}
+    if method == "bptt":
+        extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
+    else:
+        extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel)
+    return common.method_result(stats, memory, {**final_evaluation(model, cfg, corpus, run_dir), **extra})
+
+
+def report(methods):
     """Quality, generation, and training compute of each method; the compute ratio when both ran."""
     for name, r in methods.items():
         print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
@@ -395,6 +400,19 @@ def plot_quality_vs_iters(methods, mean_iters, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "quality_vs_iters.png"), dpi=120)
     plt.close(fig)
+
+
+def main(cfg):
+    check_config(cfg)
+    device = common.start(cfg)
+    corpus = load_corpus(cfg, device)
+    for method in METHODS if cfg.method == "all" else [cfg.method]:
+        metrics = common.write_metrics(cfg, "train_huginn.py", method, train(cfg, method, corpus), device)
+    common.print_table(metrics["methods"], "test_next_token_acc", baseline="bptt")
+    report(metrics["methods"])
+    common.plot_comparison(metrics["methods"], "test_next_token_acc", cfg.out, "train_seconds", "training seconds")
+    plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out)
+    return metrics
 
 
 if __name__ == "__main__":

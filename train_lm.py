@@ -1,41 +1,20 @@
 """Character-level language models trained block-wise with DiffusionBlocks, beside the same networks trained
-end-to-end (DiffusionBlocks §4.3: a masked-diffusion LM, MD4 on text8 with B=3, 1.56 → 1.45 bits per
-character; an autoregressive LM with B=4, γ=0.1, LM1B MAUVE 0.50 → 0.71).
+end-to-end (DiffusionBlocks §4.3). --model mdm: a bidirectional masked-diffusion transformer (MD4, α(t) = 1 − t),
+block b owning a slice of t; --model ar: a causal transformer whose blocks denoise the next character's embedding
+over [noisy slots ; clean tokens] (Block Diffusion's mask, block size 1). Metrics: test bits per character (MDM's
+ELBO) or next-character accuracy and cross-entropy (AR), and gen_ppl of generated text under a character n-gram.
 
   python train_lm.py                                    # masked diffusion, both methods, bundled pydoc text, CPU
   python train_lm.py --model ar                         # autoregressive, both methods
   python train_lm.py --model ar --method diffusionblocks --block 1 --out runs/ar   # block 1 alone (own process)
   python train_lm.py --model ar --method diffusionblocks --assemble --out runs/ar  # evaluate the saved blocks
   python train_lm.py --model mdm --preset paper         # text8, one GPU (likewise --model ar)
-
---model mdm: a bidirectional transformer x_θ(z_t, t), AdaLN-conditioned on t, with MD4's absorbing-mask
-forward process and linear schedule α(t) = 1 − t. Backprop is ONE network over all t ∈ [0, 1];
-DiffusionBlocks is B networks of L/B layers, block b owning t ∈ ((B−1−b)/B, (B−b)/B] (equal drops of α;
-block 0 the most masked), each trained alone on MD4's continuous-time ELBO restricted to its slice.
-`test_bpc` is the ELBO in bits per character on the test split, with the same Monte-Carlo draws for both
-methods, each draw scored by the block that owns its t. Samples: ancestral unmasking from all-mask.
-
---model ar: a causal pre-norm transformer with learned positions (not RoPE: the layers are
-diffusionblocks.AdaLNZeroLayer as they are). Backprop: next-token cross-entropy, AdaLN condition a
-learned vector. DiffusionBlocks: B blocks, each a `db.DiffusionBlocks` denoiser of the next token's
-fixed embedding, noised with one σ per token; the input is [noisy slots ; clean tokens] with the mask of
-Block Diffusion (Arriola et al. 2025, block size 1), run as two streams (`two_stream_layer`); loss and hint
-corruption: --weighting, --mislabel. Read-out: per token, B network calls (--grid, --readout: the summed
-log-softmax of every call). From z_0 = 0 the chain predicts (test_next_token_acc, test_ce, greedy gen_ppl:
-against backprop's argmax); from σ_max·ε it draws a character (test_sample_acc, gen_ppl_t1: against
-backprop's temperature-1 sampling). --validation evaluates on the validation text, to choose settings.
-
-`gen_ppl` (both models) is the perplexity of generated text under a judge that is neither compared
-model: an interpolated Witten–Bell character n-gram of the training split, the same for both methods.
-AR: continuations of held-out prompts, greedy (or --temperature); greedy text that repeats a frequent
-phrase scores BELOW real text, so `gen_ppl_t1` also scores continuations sampled at temperature 1 (closer
-to the judge's perplexity of the real continuations is better). MDM: unconditional samples. text8 stands in for LM1B in the AR
-paper preset: LM1B needs a word-piece tokenizer, this script is character-level.
 """
 import argparse
 import dataclasses
 import math
 import os
+from functools import partial
 
 import numpy as np
 import torch
@@ -77,7 +56,7 @@ class Config(common.DiscreteConfig):
                               "text (README)", ["final", "boundaries"])
     readout: str = common.option("sum", "AR DiffusionBlocks logits read out: the sum of every call's log-softmax, or "
                                  "the last call's; chosen on validation text (README)", ["sum", "last"])
-    validation: bool = common.option(False, "evaluate on the validation split (5 % of the text before the test "
+    validation: bool = common.option(False, "evaluate on the validation split (5 per cent of the text before the test "
                                      "split), to choose settings; metrics are then named val_*")
 
 
@@ -99,8 +78,8 @@ PRESETS = {  # per --model; a flag overrides any of these
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
                       lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000, mislabel=0.6,
                       ckpt_every=5000, eval_sequences=0,
-                      batch_size=256, steps=100_000),  # batch, steps, weight decay: not in the paper
-    },
+                      batch_size=256, steps=100_000),  # batch, steps, weight decay: not in the paper; text8
+    },  # stands in for the paper's LM1B, which needs a word-piece tokenizer (this script is character-level)
 }
 
 
@@ -238,7 +217,8 @@ def concat_mask(n, m, device=None):
 
 
 class CausalLM(nn.Module):
-    """Pre-norm causal transformer: tokens + learned positions → L AdaLN-Zero layers → final layer → logits.
+    """Pre-norm causal transformer: tokens + learned positions (not RoPE: the layers are db.AdaLNZeroLayer as they
+    are) → L AdaLN-Zero layers → final layer → logits.
 
     Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict x_{i+1}.
     DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n) and z the noisy
@@ -303,9 +283,9 @@ def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
 # Training and evaluation
 # ----------------------------------------------------------------------------------------------
 
-def build_model(cfg, vocab, method):
+def build_model(cfg, method, vocab):
     """Backprop: one network of cfg.layers (MDM: a one-block container over all t); DiffusionBlocks: cfg.blocks
-    networks of the split, block b owning its t slice (MDM) or its σ slice (AR)."""
+    networks of the split, block b owning its t slice (MDM) or its σ slice (AR, §3)."""
     depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
     if cfg.model == "mdm":  # backprop: one denoiser over all of t ∈ [0, 1]
         return MaskedDiffusionBlocks([MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
@@ -317,16 +297,18 @@ def build_model(cfg, vocab, method):
                               partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
 
 
-def train_step(m, o, x, b, g=None):
-    """One iteration on windows x (N, window): block b of a container, or the whole plain LM (b = 0); the loss."""
+def train_step(model, optimizers, batch, block, generator=None):
+    """One iteration of `block` on windows batch (N, window): a block of a container, or the whole plain LM (block
+    0); AR: next-token cross-entropy, or the DiffusionBlocks loss of the next tokens; MDM: MD4's ELBO. → the loss."""
+    x = batch  # (N, window)
     with common.autocast(x.device):
-        if isinstance(m, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
-            return m.train_step(x[:, :-1], x[:, 1:], o, block=b, generator=g)[1]
-        if isinstance(m, CausalLM):
-            loss = F.cross_entropy(m(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
+        if isinstance(model, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
+            return model.train_step(x[:, :-1], x[:, 1:], optimizers, block=block, generator=generator)[1]
+        if isinstance(model, CausalLM):
+            loss = F.cross_entropy(model(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
         else:
-            loss = m.loss(x, b, g)
-    return common.optimize(loss, m if isinstance(m, CausalLM) else m.blocks[b], o[b])
+            loss = model.loss(x, block, generator)
+    return common.optimize(loss, common.blocks_of(model)[block], optimizers[block])
 
 
 def check_config(cfg):
@@ -344,166 +326,159 @@ def check_config(cfg):
                     f"got {cfg.gen_tokens}")
 
 
-def main(cfg):
-    device = common.pick_device(cfg.device)
-    common.seed_everything(cfg.seed)
-    check_config(cfg)
-    ar, split = cfg.model == "ar", "val" if cfg.validation else "test"
-    window = cfg.seq_len + 1 if ar else cfg.seq_len  # AR: n context characters, each followed by its target
-    data, train_windows, test, test_eval = load_windows(cfg, window)
-    chars, V = data["chars"], len(data["chars"])
-    judge = CharNgram(data["train"], V, cfg.judge_order)
-    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, {cfg.dataset}: "
+@dataclasses.dataclass
+class Corpus:
+    """A run's text on its device: training and test windows, the characters and the judge of gen_ppl."""
+    data: dict  # load_text's splits and characters ("test" holds the validation text under --validation)
+    train: torch.Tensor  # (S_train, window) training windows at every offset (AR: window = seq_len + 1)
+    test: torch.Tensor  # (S_test, window) test windows with non-overlapping targets
+    test_eval: torch.Tensor  # (S_eval, window) the first --eval-sequences of them
+    judge: CharNgram  # Witten–Bell character n-gram of the training split
+    split: str  # "test", or "val" under --validation: the prefix of the metrics
+    device: torch.device
+
+    @property
+    def chars(self):
+        return self.data["chars"]
+
+
+def load_corpus(cfg, device):
+    """--dataset cut into windows of seq_len characters (AR: seq_len + 1, each context character and its target)."""
+    window = cfg.seq_len + 1 if cfg.model == "ar" else cfg.seq_len
+    data, train, test, test_eval = load_windows(cfg, window)
+    chars, split = data["chars"], "val" if cfg.validation else "test"
+    judge = CharNgram(data["train"], len(chars), cfg.judge_order)
+    print(f"{cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {V}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} {split} sequences of {window} per "
-          f"evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
+          f"V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} {split} sequences of {window} "
+          f"per evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
+    return Corpus(data, train, test, test_eval, judge, split, device)
 
-    def get_batch(gen):
-        return train_windows[torch.randint(len(train_windows), (cfg.batch_size,), generator=gen)].to(device)
 
-    def ar_logits(model, context, m, generator, start="mean"):
-        """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the --readout of its
-        B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
-        if isinstance(model, db.DiffusionBlocks):
-            sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
-            return model.predict(context, (len(context), m, cfg.width), sigmas, start, cfg.readout, generator, device)
-        return model(None, None, context)[:, -m:]
+def get_batch(it, generator, cfg, corpus):
+    """cfg.batch_size training windows drawn uniformly with `generator` (whatever `it`): (N, window) on the device."""
+    return corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(corpus.device)
 
-    def bpc_per_slice(model):
-        """MDM test ELBO in bits per character, split by the t slices of --blocks; the same draws for every model."""
-        gen = torch.Generator().manual_seed(cfg.seed)
-        with torch.no_grad(), common.autocast(device):
-            total = sum(mdm_elbo_bits(model.logits, x.to(device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen)
-                        for x in test_eval.split(cfg.batch_size))
-        return total / len(test_eval)
 
-    def evaluate(model):
-        """The learning-curve metrics: test_bpc (MDM), or, for AR, like with like. Predictions: next-token accuracy
-        (argmax) and cross-entropy of backprop's logits and of the last logits of DiffusionBlocks' chain from
-        z_0 = 0. Draws: `test_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the mean
-        probability of the true character; DiffusionBlocks: the argmax accuracy of its chain from noise, which
-        lands on a draw). `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
-        if not ar:
-            return {f"{split}_bpc": float(bpc_per_slice(model).sum())}
-        gen, sums = torch.Generator(device).manual_seed(cfg.seed), {}
+def ar_logits(model, cfg, context, m, generator, start="mean"):
+    """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the --readout of its
+    B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
+    if isinstance(model, db.DiffusionBlocks):
+        sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
+        return model.predict(context, (len(context), m, cfg.width), sigmas, start, cfg.readout, generator,
+                             context.device)
+    return model(None, None, context)[:, -m:]
 
-        def add(name, logits, y, draws=None):  # (N, n, V), (N, n): summed CE, correct argmax, accuracy of a draw
-            sample_hits = (draws.argmax(-1) == y) if draws is not None else logits.softmax(-1).gather(-1, y[..., None])
-            for key, value in ((f"{split}_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
-                               (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-                               (f"{split}_sample_acc{name}", sample_hits.sum())):
-                sums[key] = sums.get(key, 0.0) + float(value)
 
-        with torch.no_grad(), common.autocast(device):
-            for x in test_eval.split(cfg.batch_size):
-                x = x.to(device)
-                if not isinstance(model, db.DiffusionBlocks):
-                    add("", ar_logits(model, x[:, :-1], cfg.seq_len, gen).float(), x[:, 1:])  # (N, n, V)
-                    continue
-                draws = ar_logits(model, x[:, :-1], cfg.seq_len, gen, "noise")
-                readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
-                for grid in ("boundaries", "final"):
-                    calls = model.predict(x[:, :-1], (len(x), cfg.seq_len, cfg.width),
-                                          db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
-                    readouts[grid, "last"] = calls[-1]
-                    readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)  # as predict's
-                add("", readouts[cfg.grid, cfg.readout].float(), x[:, 1:], draws)
-                for (grid, readout), logits in readouts.items():
-                    key = f"{split}_next_token_acc_{grid}_{readout}"
-                    sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == x[:, 1:]).sum())
-                sigma_max = model.sigmas[-1]
-                z = sigma_max * torch.randn(len(x), cfg.seq_len, cfg.width, generator=gen, device=device)
-                add("_block0", model.network(z, sigma_max, x[:, :-1], 0).float(), x[:, 1:])
-        return {key: value / (len(test_eval) * cfg.seq_len) for key, value in sums.items()}
+def next_char_logits(model, cfg, generator, start, context):
+    """Logits (N, V) of the character after context (N, n): ar_logits of one position."""
+    return ar_logits(model, cfg, context, 1, generator, start)[:, 0]
 
-    def final_evaluation(model, run_dir):
-        """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice."""
-        gen = torch.Generator(device).manual_seed(cfg.seed)
-        if ar:  # greedy (or --temperature) continuations of held-out prompts, and draws at temperature 1
-            def decoder(start, temperature):  # DiffusionBlocks: its chain from z_0 = 0 predicts, from noise it draws
-                if isinstance(model, db.DiffusionBlocks):
-                    return (lambda x: ar_logits(model, x, 1, gen, start)[:, 0]), 0.0
-                return (lambda x: ar_logits(model, x, 1, gen)[:, 0]), temperature
 
-            (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
-                [decoder("mean", cfg.temperature), decoder("noise", 1.0)], test, cfg, judge, chars, gen, device)
-            result = {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl}
-        else:
-            with torch.no_grad(), common.autocast(device):
-                samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, device)
-                texts = [decode(s, chars) for s in samples]
-                result = {"gen_ppl": judge.perplexity(samples), "judge_ppl_held_out": judge.perplexity(test),
-                          f"{split}_bpc_per_block": bpc_per_slice(model).tolist()}
-        write_samples(texts, run_dir)
-        return {**result, **reference_bpc(data, judge), "samples": texts[:3]}
+def bpc_per_slice(model, cfg, corpus):
+    """MDM test ELBO in bits per character (mdm_elbo_bits), split by the t slices of --blocks: (B,); the same draws
+    for every model."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad(), common.autocast(corpus.device):
+        total = sum(mdm_elbo_bits(model.logits, x.to(corpus.device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen)
+                    for x in corpus.test_eval.split(cfg.batch_size))
+    return total / len(corpus.test_eval)
 
-    def train(method):
-        """Train one method and evaluate it; None for --block (the block is saved for --assemble)."""
-        common.seed_everything(cfg.seed)
-        gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
-        model = build_model(cfg, V, method).to(device)
-        parts = [model] if isinstance(model, CausalLM) else list(model.blocks)
-        opts = [common.adamw(p, cfg) for p in parts]
-        trained = range(len(parts)) if cfg.block < 0 else [cfg.block]
-        iters = cfg.steps * len(trained)  # compute matching: every block gets N updates
-        split = db.split_layers(cfg.layers, len(parts))
 
-        def step(it, x):
-            b = int(torch.randint(len(parts), (1,), generator=gen)) if cfg.block < 0 else cfg.block
-            common.set_lr(opts[b], common.lr_at(cfg, it / iters))
-            return train_step(model, opts, x, b, noise_gen)
+def add_scores(sums, split, name, logits, y, draws=None):
+    """Add to `sums` the summed cross-entropy and argmax hits of logits (N, n, V) against y (N, n), and the hits of
+    a temperature-1 draw: the argmax of `draws` (N, n, V), or without draws the probability of the true character."""
+    sample_hits = (draws.argmax(-1) == y) if draws is not None else logits.softmax(-1).gather(-1, y[..., None])
+    for key, value in ((f"{split}_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
+                       (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
+                       (f"{split}_sample_acc{name}", sample_hits.sum())):
+        sums[key] = sums.get(key, 0.0) + float(value)
 
-        x0 = get_batch(torch.Generator().manual_seed(cfg.seed))
-        if isinstance(model, CausalLM):
-            memory = common.measure_memory(model, opts, lambda m, o: train_step(m, o, x0, 0),
-                                           trained=lambda m, o: (m.parameters(), o[0]))
-            per_block = [memory]
-        else:
-            memory, per_block = common.measure_blocks(model, opts, lambda m, o, b: train_step(m, o, x0, b), trained)
-        if method == "backprop":
-            print(f"backprop: {common.count_params(model):,} parameters, {iters} iterations of {cfg.layers} layers")
-        elif ar:
-            print(common.describe_blocks(cfg, model, split, iters))
-        else:
-            print(f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, "
-                  f"{[common.count_params(b) for b in model.blocks]} parameters, γ={cfg.gamma}, t slices "
-                  f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked); {iters} "
-                  f"one-block iterations (= {cfg.steps} per block, compute-matched)")
-        block_only, run_dir = cfg.block >= 0, os.path.join(cfg.out, method)
-        ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
-        stats = common.train_loop(cfg, step, lambda it: get_batch(gen), iters,
-                                  {"model": model, "opts": common.Many(opts), "gen": gen, "noise": noise_gen}, ckpt,
-                                  (lambda: {}) if block_only else (lambda: evaluate(model)), cfg.eval_every,
-                                  cfg.ckpt_every, method + (str(cfg.block) if block_only else ""),
-                                  cfg.layers / len(parts))
-        if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
-            common.save_block(cfg, model, memory, stats, iters)
-            return None
-        extra = {"blocks": len(parts), "layers_per_block": split, "train_memory_per_block": per_block}
-        if method == "diffusionblocks":
-            extra.update(gamma=cfg.gamma, partition=cfg.partition if ar else "equal drops of α")
-            if ar:
-                extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}")
-        return common.method_result(stats, memory, {**final_evaluation(model, run_dir), **extra})
 
-    headline, curve = ("gen_ppl", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
-    if cfg.assemble:
-        model = build_model(cfg, V, "diffusionblocks").to(device)
-        metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
-            **evaluate(m), **final_evaluation(m, os.path.join(cfg.out, "assembled"))}, device)
-        report(metrics["methods"], ar, split)
-        return metrics
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
-        result = train(method)
-        if result is None:
-            return None
-        metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
-    common.print_table(metrics["methods"], headline)
-    report(metrics["methods"], ar, split)
-    common.plot_comparison(metrics["methods"], curve, cfg.out)
-    if not ar:
-        plot_bpc_per_block(metrics["methods"], cfg.out, split)
-    return metrics
+@torch.no_grad()
+def evaluate_ar(model, cfg, corpus):
+    """AR metrics, like with like. Predictions: next-token accuracy (argmax) and cross-entropy of backprop's logits
+    and of the last logits of DiffusionBlocks' chain from z_0 = 0 (every --grid × --readout: its accuracy). Draws:
+    `_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the mean probability of the true
+    character; DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a draw).
+    `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
+    gen, sums, split, n = torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split, cfg.seq_len
+    with common.autocast(corpus.device):
+        for x in corpus.test_eval.split(cfg.batch_size):
+            x = x.to(corpus.device)
+            context, y = x[:, :-1], x[:, 1:]  # (N, n), (N, n)
+            if not isinstance(model, db.DiffusionBlocks):
+                add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y)  # (N, n, V)
+                continue
+            draws = ar_logits(model, cfg, context, n, gen, "noise")
+            readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
+            for grid in ("boundaries", "final"):
+                calls = model.predict(context, (len(x), n, cfg.width),
+                                      db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
+                readouts[grid, "last"] = calls[-1]
+                readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)  # as predict's
+            add_scores(sums, split, "", readouts[cfg.grid, cfg.readout].float(), y, draws)
+            for (grid, readout), logits in readouts.items():
+                key = f"{split}_next_token_acc_{grid}_{readout}"
+                sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == y).sum())
+            sigma_max = model.sigmas[-1]
+            z = sigma_max * torch.randn(len(x), n, cfg.width, generator=gen, device=corpus.device)
+            add_scores(sums, split, "_block0", model.network(z, sigma_max, context, 0).float(), y)
+    return {key: value / (len(corpus.test_eval) * n) for key, value in sums.items()}
+
+
+def evaluate(model, cfg, corpus):
+    """The learning-curve metrics: MDM's ELBO {split}_bpc (bits per character), or evaluate_ar's."""
+    if cfg.model == "ar":
+        return evaluate_ar(model, cfg, corpus)
+    return {f"{corpus.split}_bpc": float(bpc_per_slice(model, cfg, corpus).sum())}
+
+
+def final_evaluation(model, cfg, corpus, run_dir):
+    """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice. AR: greedy
+    (or --temperature) continuations of held-out prompts, and draws at temperature 1 (gen_ppl_t1); DiffusionBlocks'
+    chain predicts from z_0 = 0 and draws from noise (its own temperature)."""
+    gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
+    if cfg.model == "ar":
+        decoders = [(partial(next_char_logits, model, cfg, gen, start),
+                     0.0 if isinstance(model, db.DiffusionBlocks) else temperature)
+                    for start, temperature in (("mean", cfg.temperature), ("noise", 1.0))]
+        (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
+            decoders, corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
+        result = {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl}
+    else:
+        with torch.no_grad(), common.autocast(corpus.device):
+            samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, corpus.device)
+            texts = [decode(s, chars) for s in samples]
+            result = {"gen_ppl": corpus.judge.perplexity(samples),
+                      "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
+                      f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist()}
+    write_samples(texts, run_dir)
+    return {**result, **reference_bpc(corpus.data, corpus.judge), "samples": texts[:3]}
+
+
+def train(cfg, method, corpus):
+    """Train one method's blocks (common.train_blocks) and evaluate it; None after --block (saved for --assemble)."""
+    common.seed_everything(cfg.seed)
+    model = build_model(cfg, method, len(corpus.chars)).to(corpus.device)
+    layers = db.split_layers(cfg.layers, len(common.blocks_of(model)))
+    if method == "diffusionblocks" and cfg.model == "ar":
+        print(common.describe_blocks(cfg, model, layers))
+    elif method == "diffusionblocks":
+        print(f"diffusionblocks: B={cfg.blocks} blocks of {layers} layers, γ={cfg.gamma}, t slices "
+              f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked)")
+    run_dir = os.path.join(cfg.out, method)
+    trained = common.train_blocks(cfg, model, train_step, partial(get_batch, cfg=cfg, corpus=corpus),
+                                  partial(evaluate, model, cfg, corpus), run_dir, method)
+    if trained is None:
+        return None
+    stats, memory, per_block = trained
+    extra = {"blocks": len(common.blocks_of(model)), "layers_per_block": layers, "train_memory_per_block": per_block}
+    if method == "diffusionblocks":
+        extra.update(gamma=cfg.gamma, partition=cfg.partition if cfg.model == "ar" else "equal drops of α")
+        if cfg.model == "ar":
+            extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}")
+    return common.method_result(stats, memory, {**final_evaluation(model, cfg, corpus, run_dir), **extra})
 
 
 def report(methods, ar, split="test"):
@@ -543,6 +518,31 @@ def plot_bpc_per_block(methods, out, split="test"):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bpc_per_block.png"), dpi=120)
     plt.close(fig)
+
+
+def main(cfg):
+    device = common.start(cfg)
+    check_config(cfg)
+    corpus = load_corpus(cfg, device)
+    ar, split = cfg.model == "ar", corpus.split
+    headline, curve = ("gen_ppl", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
+    if cfg.assemble:
+        model = build_model(cfg, "diffusionblocks", len(corpus.chars)).to(device)
+        metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
+            **evaluate(m, cfg, corpus), **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled"))}, device)
+        report(metrics["methods"], ar, split)
+        return metrics
+    for method in METHODS if cfg.method == "all" else [cfg.method]:
+        result = train(cfg, method, corpus)
+        if result is None:
+            return None
+        metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
+    common.print_table(metrics["methods"], headline)
+    report(metrics["methods"], ar, split)
+    common.plot_comparison(metrics["methods"], curve, cfg.out)
+    if not ar:
+        plot_bpc_per_block(metrics["methods"], cfg.out, split)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
-"""ViT classification trained block-wise with DiffusionBlocks, beside end-to-end backprop and a
-local-objective baseline (DiffusionBlocks §4.1: CIFAR-100, 12 layers, B=3, 60.25 % → 59.30 %).
+"""ViT image classification: end-to-end backprop, DiffusionBlocks (§4.1: B blocks of L/B layers, each denoising a
+label embedding, trained alone) and a local baseline (the same B pieces trained greedily, each with its own head).
 
   python train_vit.py                                   # all methods on bundled digits, CPU, minutes
   python train_vit.py --method diffusionblocks --block 1 --out runs/vit   # block 1 alone (own process)
   python train_vit.py --method diffusionblocks --assemble --out runs/vit  # evaluate the saved blocks
+  python train_vit.py --ablation                        # training variants × read-outs, on validation data
   python train_vit.py --preset paper                    # CIFAR-100, one GPU
 
-Backprop: patch embedding, position embeddings, L AdaLN-Zero layers (condition: a learned vector),
-a final layer on the CLS token, cross-entropy. DiffusionBlocks: B independent ViTs of L/B layers,
-each with its own patch embedding and head; the first token carries the noisy label embedding c_in·z,
-σ enters every layer through AdaLN, the target is a fixed label embedding, the loss CE (--weighting) with
-wrong-label hints (--mislabel); inference is B calls from z_0 = 0 (the authors' grid: B − 1 Euler steps, then
-a call at σ_min), then the argmax of the summed log-softmax (--start, --grid, --calls, --readout; --ablation).
-Local: the same B pieces trained greedily, one after another, each with its own head on the frozen features of the previous ones.
+DiffusionBlocks reads out B calls from z_0 = 0 (B − 1 Euler steps, then a call at σ_min) and takes the argmax of
+the summed log-softmax (--start, --grid, --calls, --readout).
 """
 import dataclasses
+import functools
 import json
 import os
 
@@ -111,11 +108,169 @@ class ViT(nn.Module):
 
 
 def diffusion_vit(cfg, image_size, channels, num_classes):
-    """B ViTs of L/B layers (cfg.blocks, cfg.layers), each denoising the fixed label embedding (in R^width)."""
+    """B ViTs of L/B layers (cfg.blocks, cfg.layers), each denoising the fixed label embedding (in R^width): the
+    first token carries c_in·z, σ enters every layer through AdaLN, the loss is CE (--weighting) with wrong-label
+    hints (--mislabel)."""
     blocks = [ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, label_dim=cfg.width)
               for depth in db.split_layers(cfg.layers, cfg.blocks)]
     return db.DiffusionBlocks(blocks, embedding=db.target_embedding(num_classes, cfg.width, seed=cfg.seed),
                               gamma=cfg.gamma, partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
+
+
+class LocalViT(nn.ModuleList):
+    """The local baseline: B ViT pieces (only the first with a stem), piece b trained with its own head on the frozen
+    features of pieces < b; it classifies with the piece trained last."""
+
+    def __init__(self, pieces):
+        super().__init__(pieces)
+        self.current = 0  # the piece in training, set by train_step: the learning curve reads its head
+
+    @property
+    def blocks(self):
+        """The pieces, trained one after another (common.blocks_of)."""
+        return list(self)
+
+    def frozen_features(self, x, b):
+        """Images x (N, C, H, W) → tokens (N, T+1, D) of pieces < b, without gradients (x itself for b = 0)."""
+        with torch.no_grad(), common.autocast(x.device):
+            h = x
+            for piece in list(self)[:b]:
+                h = piece.features(None, None, h)[0]
+        return h
+
+    def forward(self, z_in, c_noise, x):
+        return self[self.current](z_in, c_noise, self.frozen_features(x, self.current))
+
+
+def build_model(cfg, method, image_size, channels, num_classes):
+    """A ViT of cfg.layers layers (backprop), B blocks of L/B layers (diffusionblocks) or B pieces (local)."""
+    if method == "diffusionblocks":
+        return diffusion_vit(cfg, image_size, channels, num_classes)
+    if method == "local":
+        return LocalViT(ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, stem=(b == 0))
+                        for b, depth in enumerate(db.split_layers(cfg.layers, cfg.blocks)))
+    return ViT(image_size, channels, cfg.patch, cfg.width, cfg.layers, cfg.heads, num_classes)
+
+
+def ce_step(m, o, x, y):
+    """One cross-entropy step of a classifier (backprop, or a local piece); the loss, detached."""
+    with common.autocast(x.device):
+        loss = F.cross_entropy(m(None, None, x).float(), y)
+    return common.optimize(loss, m, o)
+
+
+def db_step(m, o, x, y, b, g=None):
+    """One DiffusionBlocks iteration of block b (Fig. 3); the loss, detached."""
+    with common.autocast(x.device):
+        return m.train_step(x, y, o, block=b, generator=g)[1]
+
+
+def piece_input(model, x, b):
+    """The input of piece b: the frozen features of pieces < b (local), or the images themselves (backprop)."""
+    return model.frozen_features(x, b) if isinstance(model, LocalViT) else x
+
+
+def train_step(model, optimizers, batch, block, generator=None):
+    """One iteration of `block` on batch = (images, labels); the loss, detached. DiffusionBlocks: Fig. 3 with noise
+    from `generator`; backprop and local: cross-entropy of the network (local: piece `block` on frozen features)."""
+    x, y = batch
+    if isinstance(model, db.DiffusionBlocks):
+        return db_step(model, optimizers, x, y, block, generator)
+    if isinstance(model, LocalViT):
+        model.current = block
+    return ce_step(common.blocks_of(model)[block], optimizers[block], piece_input(model, x, block), y)
+
+
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Images:
+    """The dataset on its device: raw training images (normalized per batch) and normalized evaluation images."""
+    x_train: torch.Tensor  # (N, C, H, W) as loaded
+    y_train: torch.Tensor  # (N,)
+    x_eval: torch.Tensor  # (M, C, H, W) normalized: the test split, or with --validation the held-out 20 %
+    y_eval: torch.Tensor  # (M,)
+    mean: torch.Tensor  # (1, C, 1, 1) per-channel mean of the training images
+    std: torch.Tensor  # (1, C, 1, 1) and their standard deviation
+    num_classes: int
+    metric: str  # test_acc, or val_acc with --validation
+    flips: bool  # random horizontal flips (CIFAR)
+    randaug: object  # torchvision's RandAugment with --augment randaug, else None
+
+
+def normalize(x, mean, std):
+    """(x − mean) / std per channel, in float32."""
+    return (x.float() - mean) / std
+
+
+def check_config(cfg, H, W):
+    """Refuse, in one line, --patch, --blocks, --width and --calls that cannot work together on H×W images."""
+    if H != W or H % cfg.patch:
+        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
+    try:
+        db.split_layers(cfg.layers, cfg.blocks)
+    except ValueError as e:
+        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
+    if cfg.width % cfg.heads:
+        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
+    try:
+        db.prediction_sigmas(db.block_sigmas(cfg.blocks), cfg.calls or cfg.blocks, cfg.grid)
+    except ValueError as e:
+        common.fail(f"--calls {cfg.calls} with --grid {cfg.grid}: {e}")
+
+
+def load_data(cfg, device):
+    """The images of --dataset (with --validation: the training split and 20 % of it held out), checked."""
+    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    if cfg.validation:
+        data = validation_split(data, cfg.seed)
+    _, C, H, W = data["x_train"].shape
+    check_config(cfg, H, W)
+    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
+          f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, {data['num_classes']} classes")
+    mean = data["x_train"].float().mean((0, 2, 3), keepdim=True).to(device)  # (1, C, 1, 1)
+    std = data["x_train"].float().std((0, 2, 3), keepdim=True).to(device)
+    randaug = None
+    if cfg.augment == "randaug":
+        import torchvision.transforms.v2 as T  # paper preset only: torchvision's RandAugment
+        randaug = T.RandAugment()
+    x_eval = normalize(data["x_test"].to(device), mean, std)
+    return Images(data["x_train"].to(device), data["y_train"].to(device), x_eval, data["y_test"].to(device), mean, std,
+                  data["num_classes"], "val_acc" if cfg.validation else "test_acc", cfg.dataset.startswith("cifar"),
+                  randaug)
+
+
+def get_batch(cfg, data, it, generator):
+    """(images (batch, C, H, W) normalized and augmented: --augment, flips on CIFAR; labels (batch,))."""
+    device = data.x_train.device
+    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
+    x, y = data.x_train[idx], data.y_train[idx]
+    if cfg.augment == "randaug":
+        x = torch.stack([data.randaug(img) for img in x.cpu()]).to(device)
+    x = normalize(x, data.mean, data.std)
+    if cfg.augment != "none":
+        x = random_shift(x, max(1, x.shape[-1] // 8))
+        if data.flips:
+            x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+    return x, y
+
+
+def accuracy(data, predict):
+    """{metric: fraction of the evaluation images whose argmax of predict(images) is the label}."""
+    with torch.no_grad(), common.autocast(data.x_eval.device):
+        correct = sum((predict(data.x_eval[i:i + 500]).argmax(-1) == data.y_eval[i:i + 500]).sum().item()
+                      for i in range(0, len(data.x_eval), 500))
+    return {data.metric: correct / len(data.x_eval)}
+
+
+def evaluate(cfg, data, model):
+    """Accuracy of the classifier, or of DiffusionBlocks' configured read-out chain (§4: by default one call per
+    block from z_0 = 0)."""
+    if not isinstance(model, db.DiffusionBlocks):
+        return accuracy(data, lambda x: model(None, None, x))
+    sigmas = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid)
+    g = torch.Generator(data.x_eval.device).manual_seed(cfg.seed)
+    return accuracy(data, lambda x: model.predict(x, (len(x), cfg.width), sigmas, cfg.start, cfg.readout, g, x.device))
 
 
 READOUTS = [(start, grid, k) for start in ("mean", "noise") for grid in ("boundaries", "final") for k in (1, 2, 4)]
@@ -135,189 +290,45 @@ def readout_accuracy(model, x, y, start, grid, calls, generator):
     return {name: (h / len(x)).tolist() for name, h in hits.items()}
 
 
-def ce_step(m, o, x, y):
-    """One cross-entropy step of a classifier (backprop, or a local piece); the loss, detached."""
-    with common.autocast(x.device):
-        loss = F.cross_entropy(m(None, None, x).float(), y)
-    return common.optimize(loss, m, o)
+def extras(cfg, data, method, model, per_block):
+    """What metrics.json records beyond the common fields: DiffusionBlocks' settings and the accuracy after each
+    call of every read-out chain (B, 2B and 4B calls); the local pieces' memory."""
+    if method == "diffusionblocks":
+        readouts = {f"{start}/{grid}/{k * cfg.blocks}": readout_accuracy(
+            model, data.x_eval, data.y_eval, start, grid, k * cfg.blocks,
+            torch.Generator(data.x_eval.device).manual_seed(cfg.seed)) for start, grid, k in READOUTS}
+        return {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition, "weighting": cfg.weighting,
+                "mislabel": cfg.mislabel, "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
+                "layers_per_block": db.split_layers(cfg.layers, cfg.blocks), "train_memory_per_block": per_block,
+                f"{data.metric}_readouts": readouts}
+    if method == "local":  # the frozen pieces also sit in memory
+        return {"blocks": cfg.blocks, "train_memory_per_block": per_block,
+                "frozen_parameter_bytes": sum(p.nbytes for piece in model.blocks[:-1] for p in piece.parameters())}
+    return {}
 
 
-def db_step(m, o, x, y, b, g=None):
-    """One DiffusionBlocks iteration of block b (Fig. 3); the loss, detached."""
-    with common.autocast(x.device):
-        return m.train_step(x, y, o, block=b, generator=g)[1]
+def train_in_turn(cfg, model, get_batch, evaluate_fn, run_dir, desc):
+    """Backprop and local: the pieces of `model` (common.blocks_of) trained one after another, cfg.steps iterations
+    each on its own lr schedule; get_batch(it, generator) → batch. → (stats, largest memory, memory per piece)."""
+    pieces = common.blocks_of(model)
+    optimizers = [common.adamw(piece, cfg) for piece in pieces]
+    gen = torch.Generator().manual_seed(cfg.seed)
 
+    def step(it, batch):
+        common.set_lr(optimizers[it // cfg.steps], common.lr_at(cfg, (it % cfg.steps) / cfg.steps))
+        return train_step(model, optimizers, batch, it // cfg.steps)
 
-def main(cfg):
-    if cfg.ablation:
-        return ablation(cfg)
-    device = common.pick_device(cfg.device)
-    common.seed_everything(cfg.seed)
-    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
-    if cfg.validation:
-        data = validation_split(data, cfg.seed)
-    acc_key = "val_acc" if cfg.validation else "test_acc"
-    _, C, H, W = data["x_train"].shape
-    if H != W or H % cfg.patch:
-        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
-    try:
-        split = db.split_layers(cfg.layers, cfg.blocks)
-    except ValueError as e:
-        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
-    if cfg.width % cfg.heads:
-        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
-    try:
-        db.prediction_sigmas(db.block_sigmas(cfg.blocks), cfg.calls or cfg.blocks, cfg.grid)
-    except ValueError as e:
-        common.fail(f"--calls {cfg.calls} with --grid {cfg.grid}: {e}")
-    K = data["num_classes"]
-    mean = data["x_train"].float().mean((0, 2, 3), keepdim=True)
-    std = data["x_train"].float().std((0, 2, 3), keepdim=True)
-    normalize = lambda x: ((x.float() - mean.to(x.device)) / std.to(x.device))  # noqa: E731
-    x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
-    x_test, y_test = normalize(data["x_test"].to(device)), data["y_test"].to(device)
-    flips = cfg.dataset.startswith("cifar")
-    if cfg.augment == "randaug":
-        import torchvision.transforms.v2 as T  # paper preset only: torchvision's RandAugment
-        randaug = T.RandAugment()
-    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}, "
-          f"{cfg.dataset}: {len(x_train)} train / {len(x_test)} {'validation' if cfg.validation else 'test'} "
-          f"images {C}×{H}×{W}, {K} classes")
-
-    def get_batch(it, gen):
-        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
-        x, y = x_train[idx], y_train[idx]
-        if cfg.augment == "randaug":
-            x = torch.stack([randaug(img) for img in x.cpu()]).to(device)
-        x = normalize(x)
-        if cfg.augment != "none":
-            x = random_shift(x, max(1, H // 8))
-            if flips:
-                x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
-        return x, y
-
-    def new_vit(depth, **kw):
-        return ViT(H, C, cfg.patch, cfg.width, depth, cfg.heads, K, **kw).to(device)
-
-    def accuracy(predict):
-        with torch.no_grad(), common.autocast(device):
-            correct = sum((predict(x_test[i:i + 500]).argmax(-1) == y_test[i:i + 500]).sum().item()
-                          for i in range(0, len(x_test), 500))
-        return {acc_key: correct / len(x_test)}
-
-    def new_diffusionblocks():
-        return diffusion_vit(cfg, H, C, K).to(device)
-
-    def chain_accuracy(model):  # the configured read-out chain (§4): by default one call per block from z_0 = 0
-        grid = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid)
-        g = torch.Generator(device).manual_seed(cfg.seed)
-        return accuracy(lambda x: model.predict(x, (len(x), cfg.width), grid, cfg.start, cfg.readout, g, device))
-
-    if cfg.assemble:
-        return common.assemble(cfg, "train_vit.py", acc_key, new_diffusionblocks(), chain_accuracy, device)
-
-    methods = METHODS if cfg.method == "all" else [cfg.method]
-    results = {}
-    for method in methods:
-        common.seed_everything(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        run_dir = os.path.join(cfg.out, method)
-        ckpt = os.path.join(run_dir, "ckpt.pt")
-        batch = lambda it: get_batch(it, gen)  # noqa: E731
-
-        if method == "backprop":
-            model = new_vit(cfg.layers)
-            opt = common.adamw(model, cfg)
-
-            def step(it, xy):
-                common.set_lr(opt, common.lr_at(cfg, it / cfg.steps))
-                return ce_step(model, opt, *xy)
-
-            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-            memory = common.measure_memory(model, opt, lambda m, o: ce_step(m, o, x0, y0))
-            print(f"backprop: {common.count_params(model):,} parameters, {cfg.steps} iterations of {cfg.layers} layers")
-            stats = common.train_loop(cfg, step, batch, cfg.steps, {"model": model, "opt": opt, "gen": gen}, ckpt,
-                                      lambda: accuracy(lambda x: model(None, None, x)), cfg.eval_every,
-                                      cfg.ckpt_every, "backprop", cfg.layers)
-            extra = {}
-
-        elif method == "diffusionblocks":
-            model = new_diffusionblocks()
-            opts = [common.adamw(block, cfg) for block in model.blocks]
-            noise_gen = torch.Generator(device).manual_seed(cfg.seed)
-            trained = range(cfg.blocks) if cfg.block < 0 else [cfg.block]
-            iters = cfg.steps * len(trained)  # compute matching: every block gets N updates
-
-            def step(it, xy):
-                b = int(torch.randint(cfg.blocks, (1,), generator=gen)) if cfg.block < 0 else cfg.block
-                common.set_lr(opts[b], common.lr_at(cfg, it / iters))
-                return db_step(model, opts, *xy, b, noise_gen)
-
-            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-            memory, per_block = common.measure_blocks(model, opts, lambda m, o, b: db_step(m, o, x0, y0, b), trained)
-            print(common.describe_blocks(cfg, model, split, iters))
-            if cfg.block >= 0:
-                ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt")
-            evaluate_fn = (lambda: {}) if cfg.block >= 0 else (lambda: chain_accuracy(model))
-            stats = common.train_loop(cfg, step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen,
-                                                                "noise": noise_gen}, ckpt, evaluate_fn, cfg.eval_every,
-                                      cfg.ckpt_every, f"diffusionblocks{'' if cfg.block < 0 else cfg.block}",
-                                      cfg.layers / cfg.blocks)
-            if cfg.block >= 0:  # this block alone, in its own process: save it, evaluate later with --assemble
-                common.save_block(cfg, model, memory, stats, iters)
-                return None
-            # every read-out of the same blocks: accuracy after each call, for B, 2B and 4B calls
-            readouts = {f"{start}/{grid}/{k * cfg.blocks}": readout_accuracy(
-                model, x_test, y_test, start, grid, k * cfg.blocks, torch.Generator(device).manual_seed(cfg.seed))
-                for start, grid, k in READOUTS}
-            extra = {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition, "weighting": cfg.weighting,
-                     "mislabel": cfg.mislabel, "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
-                     "layers_per_block": split, "train_memory_per_block": per_block,
-                     f"{acc_key}_readouts": readouts}
-
-        else:  # local: block b trained greedily on the frozen features of blocks < b, its own head, no noise
-            pieces = [new_vit(d, stem=(b == 0)) for b, d in enumerate(split)]
-            opts = [common.adamw(p, cfg) for p in pieces]
-            iters = cfg.steps * cfg.blocks
-
-            def frozen_features(x, b):
-                with torch.no_grad(), common.autocast(device):
-                    h = x
-                    for piece in pieces[:b]:
-                        h = piece.features(None, None, h)[0]
-                return h
-
-            current = [0]  # the piece in training: the learning curve reads its head
-
-            def step(it, xy):
-                b, x = it // cfg.steps, xy[0]
-                current[0] = b
-                common.set_lr(opts[b], common.lr_at(cfg, (it % cfg.steps) / cfg.steps))
-                return ce_step(pieces[b], opts[b], frozen_features(x, b), xy[1])
-
-            def predict(x):
-                return pieces[current[0]](None, None, frozen_features(x, current[0]))
-
-            x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-            per_block = [common.measure_memory(pieces[b], opts[b], lambda m, o, b=b: ce_step(
-                m, o, frozen_features(x0, b), y0)) for b in range(cfg.blocks)]
-            memory = max(per_block, key=lambda m: m["total"])
-            print(f"local: {cfg.blocks} pieces of {split} layers trained one after another, {cfg.steps} iterations each")
-            model = nn.ModuleList(pieces)
-            stats = common.train_loop(cfg, step, batch, iters, {"model": model, "opts": common.Many(opts), "gen": gen},
-                                      ckpt, lambda: accuracy(predict), cfg.eval_every, cfg.ckpt_every,
-                                      "local", cfg.layers / cfg.blocks)
-            extra = {"blocks": cfg.blocks, "train_memory_per_block": per_block,  # the frozen pieces also sit in memory:
-                     "frozen_parameter_bytes": sum(p.nbytes for piece in pieces[:-1] for p in piece.parameters())}
-
-        results[method] = common.method_result(stats, memory, extra)
-        metrics = common.write_metrics(cfg, "train_vit.py", method, results[method], device)
-
-    common.print_table({k: v for k, v in metrics["methods"].items()}, acc_key)
-    common.plot_comparison(metrics["methods"], acc_key, cfg.out)
-    if "diffusionblocks" in metrics["methods"]:
-        plot_readouts(metrics["methods"], acc_key, cfg.out)
-    return metrics
+    x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
+    per_block = [common.measure_memory(piece, opt, lambda m, o, b=b: ce_step(m, o, piece_input(model, x0, b), y0))
+                 for b, (piece, opt) in enumerate(zip(pieces, optimizers))]
+    print(f"{desc}: {[common.count_params(p) for p in pieces]} parameters in {len(pieces)} piece(s) of "
+          f"{[len(p.layers) for p in pieces]} layers, trained one after another, {cfg.steps} iterations each")
+    layers_per_iter = cfg.layers / len(pieces) if isinstance(model, LocalViT) else cfg.layers
+    stats = common.train_loop(cfg, step, lambda it: get_batch(it, gen), cfg.steps * len(pieces),
+                              {"model": model, "opts": common.Many(optimizers), "gen": gen},
+                              os.path.join(run_dir, "ckpt.pt"), evaluate_fn, cfg.eval_every, cfg.ckpt_every, desc,
+                              layers_per_iter)
+    return stats, max(per_block, key=lambda m: m["total"]), per_block
 
 
 def plot_readouts(methods, acc_key, out):
@@ -340,6 +351,36 @@ def plot_readouts(methods, acc_key, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "readouts.png"), dpi=120)
     plt.close(fig)
+
+
+def main(cfg):
+    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's content."""
+    device = common.start(cfg)
+    data = load_data(cfg, device)
+    _, C, H, _ = data.x_eval.shape
+    if cfg.assemble:
+        return common.assemble(cfg, "train_vit.py", data.metric, build_model(cfg, "diffusionblocks", H, C,
+                               data.num_classes).to(device), functools.partial(evaluate, cfg, data), device)
+    batches = functools.partial(get_batch, cfg, data)
+    for method in METHODS if cfg.method == "all" else [cfg.method]:
+        common.seed_everything(cfg.seed)
+        model = build_model(cfg, method, H, C, data.num_classes).to(device)
+        run_dir, evaluate_model = os.path.join(cfg.out, method), functools.partial(evaluate, cfg, data, model)
+        if method == "diffusionblocks":
+            print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
+            trained = common.train_blocks(cfg, model, train_step, batches, evaluate_model, run_dir, method)
+            if trained is None:  # --block: saved alone, evaluated later with --assemble
+                return None
+        else:
+            trained = train_in_turn(cfg, model, batches, evaluate_model, run_dir, method)
+        stats, memory, per_block = trained
+        result = common.method_result(stats, memory, extras(cfg, data, method, model, per_block))
+        metrics = common.write_metrics(cfg, "train_vit.py", method, result, device)
+    common.print_table(metrics["methods"], data.metric)
+    common.plot_comparison(metrics["methods"], data.metric, cfg.out)
+    if "diffusionblocks" in metrics["methods"]:
+        plot_readouts(metrics["methods"], data.metric, cfg.out)
+    return metrics
 
 
 ABLATION = [("edm", 0.0), ("uniform", 0.0), ("uniform", 0.2)]  # (weighting, mislabel) of the training
@@ -376,4 +417,5 @@ if __name__ == "__main__":
     if config.ablation and (config.method != "all" or config.block >= 0 or config.assemble or config.validation):
         common.fail("--ablation trains its own list of models on validation data; "
                     "drop --method, --block, --assemble and --validation")
-    common.run_seeds(main, config, "val_acc" if config.validation or config.ablation else "test_acc")
+    common.run_seeds(ablation if config.ablation else main, config,
+                     "val_acc" if config.validation or config.ablation else "test_acc")
