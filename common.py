@@ -454,7 +454,8 @@ def assemble(cfg, script, headline, model, evaluate, device):
 # ----------------------------------------------------------------------------------------------
 
 def write_metrics(cfg, script, method, result, device):
-    """Merge one method's result into --out/metrics.json (see SCRIPTS.md for the layout)."""
+    """Merge one method's result into --out/metrics.json: the run (script, dataset, preset, seed, device, torch,
+    config) and one entry per method."""
     path = os.path.join(cfg.out, "metrics.json")
     metrics = {"methods": {}}
     if os.path.exists(path):

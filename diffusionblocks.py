@@ -1,22 +1,14 @@
 """DiffusionBlocks: train a network one block at a time, each block a denoiser for its own noise slice.
 
-A residual stack z_l = z_{l-1} + f_l(z_{l-1}) is read as Euler steps of the probability-flow ODE of a
-variance-exploding diffusion. Split the L layers into B blocks, give block b the b-th highest slice of
-the noise range, and train every block alone as an EDM denoiser D_b(z_σ, σ, x) ≈ y for σ in its slice.
-Only one block's parameters, gradients, optimizer state and activations live during a step.
-Shing, Koyama, Akiba, "DiffusionBlocks", ICLR 2026, https://arxiv.org/abs/2506.14202 (read v4);
-EDM: Karras et al. 2022, https://arxiv.org/abs/2206.00364; DiT: Peebles & Xie 2023.
+A residual stack is read as Euler steps of a variance-exploding diffusion's probability-flow ODE; its L layers
+are split into B blocks, block b owns the b-th highest slice of the noise range and trains alone as an EDM
+denoiser D_b(z_σ, σ, x) ≈ y, so a step holds one block's parameters, gradients, optimizer state and activations.
+Shing, Koyama, Akiba, ICLR 2026, https://arxiv.org/abs/2506.14202; EDM: Karras et al. 2022; DiT: Peebles & Xie 2023.
 
-Public names, in paper order:
-  partition      SIGMA_MIN SIGMA_MAX P_MEAN P_STD SIGMA_DATA, split_layers, block_sigmas,
-                 block_slice, block_of, sample_sigma, sampling_sigmas, prediction_sigmas
-  EDM            precondition, loss_weight, mean_loss_weight
-  layers         sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, FinalLayer
-  blocks         target_embedding, DiffusionBlocks (.loss, .noisy_hint, .train_step, .denoise, .sample, .predict)
-  samplers       sample_euler, sample_heun   (D(z, sigma) -> denoised, sigmas descending)
-  memory         training_memory
-Dependencies: torch (numpy only in the tests). Blocks share no trainable parameter, so block b can
-be trained in its own process and the blocks assembled afterwards.
+Public names, in paper order: partition (SIGMA_MIN ... SIGMA_DATA, split_layers, block_sigmas, block_slice,
+block_of, sample_sigma, sampling_sigmas, prediction_sigmas); EDM (precondition, loss_weight, mean_loss_weight);
+layers (sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, FinalLayer); blocks (target_embedding,
+DiffusionBlocks); samplers (sample_euler, sample_heun); memory (training_memory). Depends on torch only.
 """
 import math
 
