@@ -83,9 +83,14 @@ def labelled_images(cfg, n, size, channels, classes):
     return torch.randint(classes + 1, (n,)), torch.randn(n, channels, size, size)
 
 
+def sequences(cfg, n, vocab):
+    """n random sequences of seq_len characters (the masked-diffusion LM's batch)."""
+    return torch.randint(vocab, (n, cfg.seq_len))
+
+
 def windows(cfg, n, vocab):
-    """n random character windows: seq_len characters (and the next one for the autoregressive models)."""
-    return torch.randint(vocab, (n, cfg.seq_len + (getattr(cfg, "model", "ar") == "ar")))
+    """n random windows of seq_len context characters and the next one (the autoregressive LMs' batch)."""
+    return torch.randint(vocab, (n, cfg.seq_len + 1))
 
 
 SMOKE_TRANSFORMER = dict(layers=6, width=32, heads=2, batch_size=4)
@@ -97,7 +102,7 @@ ARCHS = {  # paper sizes: CIFAR-100 / CIFAR-10 images 3×32×32, text8's 27 char
                 "DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, batch {cfg.batch_size}",
                 smoke_data_args=(8, 3, 10)),
     "mdm": Arch(train_lm, "backprop", {"model": "mdm", "batch_size": 8}, {**SMOKE_TRANSFORMER, "seq_len": 16}, (27,),
-                windows, "MDM LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}"),
+                sequences, "MDM LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}"),
     "ar": Arch(train_lm, "backprop", {"model": "ar", "batch_size": 8}, {**SMOKE_TRANSFORMER, "seq_len": 16}, (27,),
                windows, "AR LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}", streams=2),
     "huginn": Arch(train_huginn, "bptt", {"batch_size": 8},

@@ -75,7 +75,7 @@ def fail(message, status=2):
 # The allowed values of every numeric flag of the scripts (a script checks its own couplings, e.g. width % heads).
 AT_LEAST = dict(blocks=1, steps=1, batch_size=1, eval_every=1, ckpt_every=1, layers=1, width=1, heads=1, patch=1,
                 seq_len=2, elbo_samples=1, sample_steps=1, gen_samples=1, gen_tokens=1, judge_order=1, core=1,
-                mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=1, fid_classifier_steps=1, seed=0, block=-1, calls=0,
+                mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=2, fid_classifier_steps=1, seed=0, block=-1, calls=0,
                 eval_sequences=0, curve_images=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
 IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1))  # lo <= value < hi
 
@@ -99,6 +99,18 @@ def check_numbers(cfg):
             fail(f"--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got {cfg.seeds!r}")
 
 
+def check_shapes(cfg):
+    """One-line errors (exit 2) for a network that cannot be built: L layers that do not split into B blocks, a width
+    that the heads do not divide."""
+    if hasattr(cfg, "layers"):
+        try:
+            db.split_layers(cfg.layers, cfg.blocks)
+        except ValueError as e:
+            fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
+    if hasattr(cfg, "heads") and cfg.width % cfg.heads:
+        fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
+
+
 def parse_config(config_class, presets, methods, argv=None):
     """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags."""
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
@@ -120,6 +132,7 @@ def parse_config(config_class, presets, methods, argv=None):
     preset = args.get("preset", "cpu")
     cfg = config_class(**{**presets[preset], **args, "preset": preset})
     check_numbers(cfg)
+    check_shapes(cfg)
     if "RANK" in os.environ:  # torchrun: rank r trains block r alone, no collective call needed
         world = int(os.environ.get("WORLD_SIZE", 1))
         if cfg.method != "diffusionblocks" or cfg.assemble or cfg.block >= 0 or cfg.seeds:
@@ -290,6 +303,7 @@ def global_rng_state():
 
 
 def set_global_rng_state(state):
+    """Restore what global_rng_state saved."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     if state["cuda"] and torch.cuda.is_available():

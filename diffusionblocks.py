@@ -9,6 +9,7 @@ Public names, in paper order: partition (SIGMA_MIN ... SIGMA_DATA, split_layers,
 block_of, sample_sigma, sampling_sigmas, prediction_sigmas); EDM (precondition, loss_weight, mean_loss_weight);
 layers (sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, FinalLayer); blocks (target_embedding,
 DiffusionBlocks); samplers (sample_euler, sample_heun); memory (training_memory). Depends on torch only.
+Blocks share no trainable parameter, so each block can be trained in its own process and assembled afterwards.
 """
 import math
 

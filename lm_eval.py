@@ -1,6 +1,8 @@
-"""Evaluation shared by the language-model scripts: greedy or sampled generation, the character n-gram judge of
-gen_ppl (interpolated Witten–Bell), the held-out continuation protocol, reference bits per character, samples.
+"""What the language-model scripts evaluate alike: the corpus of a run (its windows and judge), greedy or sampled
+generation, the character n-gram judge of gen_ppl (interpolated Witten–Bell), the held-out continuation protocol,
+reference bits per character, samples.
 """
+import dataclasses
 import math
 import os
 
@@ -8,7 +10,8 @@ import numpy as np
 import torch
 
 import common
-from data import decode
+from data import decode, load_windows
+
 
 @torch.no_grad()
 def generate(next_logits, prompts, new_tokens, temperature, generator):
@@ -109,3 +112,31 @@ def write_samples(texts, run_dir):
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "samples.txt"), "w", encoding="utf-8") as f:
         f.write("\n\n".join(texts) + "\n")
+
+
+@dataclasses.dataclass
+class Corpus:
+    """A run's text on its device: training and test windows, the characters and the judge of gen_ppl."""
+    data: dict  # load_text's splits and characters ("test" holds the validation text under --validation)
+    train: torch.Tensor  # (S_train, window) training windows at every offset
+    test: torch.Tensor  # (S_test, window) test windows with non-overlapping targets
+    test_eval: torch.Tensor  # (S_eval, window) the first --eval-sequences of them
+    judge: CharNgram  # Witten–Bell character n-gram of the training split
+    split: str  # "test", or "val" under --validation: the prefix of the metrics
+    device: torch.device
+
+    @property
+    def chars(self):
+        return self.data["chars"]
+
+    def batch(self, size, generator):
+        """`size` training windows drawn uniformly with `generator`: (size, window) on the device."""
+        return self.train[torch.randint(len(self.train), (size,), generator=generator)].to(self.device)
+
+
+def text_corpus(cfg, window, device):
+    """--dataset cut into windows of `window` characters (data.load_windows) and the judge of its training split."""
+    data, train, test, test_eval = load_windows(cfg, window)
+    split = "val" if getattr(cfg, "validation", False) else "test"
+    return Corpus(data, train, test, test_eval, CharNgram(data["train"], len(data["chars"]), cfg.judge_order), split,
+                  device)

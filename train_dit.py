@@ -234,24 +234,16 @@ def check_config(cfg):
         common.fail("--ablation trains its own list of models; drop --method, --block and --assemble")
     if cfg.ablation and cfg.layers < max(b for b, _ in ABLATION):
         common.fail(f"--ablation splits the layers into up to 6 blocks; --layers must be >= 6, got {cfg.layers}")
-    if not 0 <= cfg.label_dropout < 1:
-        common.fail(f"--label-dropout must be in [0, 1), got {cfg.label_dropout}")
-    if cfg.guidance < 0 or cfg.sample_steps < 1 or cfg.fid_samples < 2 or cfg.fid_classifier_steps < 1:
-        common.fail("need --guidance >= 0, --sample-steps >= 1, --fid-samples >= 2 and --fid-classifier-steps >= 1")
+    if cfg.width % 4:
+        common.fail(f"--width {cfg.width} must be divisible by 4 (2-D sin-cos positions)")
 
 
 def load_data(cfg, device):
-    """The images of --dataset (checked against --patch, --blocks and --width) and the test features of `fid`."""
+    """The images of --dataset (checked against --patch) and the test features of `fid`."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
-    try:
-        db.split_layers(cfg.layers, cfg.blocks)
-    except ValueError as e:
-        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
-    if cfg.width % cfg.heads or cfg.width % 4:
-        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads} and by 4 (2-D positions)")
     print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} test images {C}×{H}×{W}, "
           f"{data['num_classes']} classes")
     features = feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)

@@ -22,8 +22,7 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from data import load_windows
-from lm_eval import CharNgram, continue_held_out, write_samples
+from lm_eval import continue_held_out, text_corpus, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
@@ -216,8 +215,6 @@ def check_config(cfg):
         common.fail("--block / --assemble: train_huginn.py trains one block (B = 1), there is nothing to train apart")
     if cfg.blocks != 1:
         common.fail(f"--blocks must be 1 here (the core is one σ-conditioned denoiser, no partition), got {cfg.blocks}")
-    if cfg.width % cfg.heads:
-        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
     if not 1 <= cfg.gen_tokens < cfg.seq_len:
         common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
                     f"got {cfg.gen_tokens}")
@@ -228,31 +225,19 @@ def test_iters(cfg):
     return cfg.infer_iters or cfg.mean_iters
 
 
-@dataclasses.dataclass
-class Corpus:
-    """A run's text on its device: windows of seq_len + 1 characters (n contexts, each followed by its target)."""
-    chars: str
-    train: torch.Tensor  # (S_train, n+1) training windows at every offset
-    test: torch.Tensor  # (S_test, n+1) test windows with non-overlapping targets
-    test_eval: torch.Tensor  # (S_eval, n+1) the first --eval-sequences of them
-    judge: CharNgram  # Witten–Bell character n-gram of the training split, the judge of gen_ppl
-    device: torch.device
-
-
 def load_corpus(cfg, device):
-    """--dataset cut into windows of seq_len + 1 characters, and the n-gram judge of gen_ppl."""
-    data, train, test, test_eval = load_windows(cfg, cfg.seq_len + 1)
-    judge = CharNgram(data["train"], len(data["chars"]), cfg.judge_order)
-    print(f"{cfg.dataset}: {len(data['train']):,} / {len(data['test']):,} train / test characters, "
-          f"V = {len(data['chars'])}; {len(test_eval)} test sequences of {cfg.seq_len + 1} per evaluation; "
-          f"test-time K = {test_iters(cfg)}; gen_ppl judge: Witten–Bell {judge.order}-gram")
-    return Corpus(data["chars"], train, test, test_eval, judge, device)
+    """--dataset cut into windows of seq_len + 1 characters (n contexts, each followed by its target), and its judge."""
+    corpus = text_corpus(cfg, cfg.seq_len + 1, device)
+    print(f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / test characters, "
+          f"V = {len(corpus.chars)}; {len(corpus.test_eval)} test sequences of {cfg.seq_len + 1} per evaluation; "
+          f"test-time K = {test_iters(cfg)}; gen_ppl judge: Witten–Bell {corpus.judge.order}-gram")
+    return corpus
 
 
 def get_batch(it, generator, cfg, corpus, method):
     """--batch-size training windows (N, n+1) drawn with `generator` (whatever `it`); bptt: (windows, K), K drawn
     after them from the same generator (huginn_iters)."""
-    x = corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(corpus.device)
+    x = corpus.batch(cfg.batch_size, generator)
     return (x, huginn_iters(cfg.mean_iters, generator)) if method == "bptt" else x
 
 

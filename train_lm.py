@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
-from data import UNK, decode, load_windows
-from lm_eval import CharNgram, continue_held_out, reference_bpc, write_samples
+from data import UNK, decode
+from lm_eval import continue_held_out, reference_bpc, text_corpus, write_samples
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
@@ -313,12 +313,6 @@ def train_step(model, optimizers, batch, block, generator=None):
 
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
-    try:
-        db.split_layers(cfg.layers, cfg.blocks)
-    except ValueError as e:
-        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
-    if cfg.width % cfg.heads:
-        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
     if cfg.model == "mdm" and cfg.partition != "equiprob":
         common.fail("--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α")
     if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
@@ -326,38 +320,21 @@ def check_config(cfg):
                     f"got {cfg.gen_tokens}")
 
 
-@dataclasses.dataclass
-class Corpus:
-    """A run's text on its device: training and test windows, the characters and the judge of gen_ppl."""
-    data: dict  # load_text's splits and characters ("test" holds the validation text under --validation)
-    train: torch.Tensor  # (S_train, window) training windows at every offset (AR: window = seq_len + 1)
-    test: torch.Tensor  # (S_test, window) test windows with non-overlapping targets
-    test_eval: torch.Tensor  # (S_eval, window) the first --eval-sequences of them
-    judge: CharNgram  # Witten–Bell character n-gram of the training split
-    split: str  # "test", or "val" under --validation: the prefix of the metrics
-    device: torch.device
-
-    @property
-    def chars(self):
-        return self.data["chars"]
-
-
 def load_corpus(cfg, device):
     """--dataset cut into windows of seq_len characters (AR: seq_len + 1, each context character and its target)."""
-    window = cfg.seq_len + 1 if cfg.model == "ar" else cfg.seq_len
-    data, train, test, test_eval = load_windows(cfg, window)
-    chars, split = data["chars"], "val" if cfg.validation else "test"
-    judge = CharNgram(data["train"], len(chars), cfg.judge_order)
+    corpus = text_corpus(cfg, cfg.seq_len + 1 if cfg.model == "ar" else cfg.seq_len, device)
+    data, chars = corpus.data, corpus.chars
     print(f"{cfg.dataset}: "
           f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(test_eval)} {split} sequences of {window} "
-          f"per evaluation; gen_ppl judge: Witten–Bell {judge.order}-gram of the training split")
-    return Corpus(data, train, test, test_eval, judge, split, device)
+          f"V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(corpus.test_eval)} {corpus.split} "
+          f"sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: Witten–Bell {corpus.judge.order}-gram "
+          "of the training split")
+    return corpus
 
 
 def get_batch(it, generator, cfg, corpus):
     """cfg.batch_size training windows drawn uniformly with `generator` (whatever `it`): (N, window) on the device."""
-    return corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(corpus.device)
+    return corpus.batch(cfg.batch_size, generator)
 
 
 def ar_logits(model, cfg, context, m, generator, start="mean"):

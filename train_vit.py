@@ -204,15 +204,10 @@ def normalize(x, mean, std):
 
 
 def check_config(cfg, H, W):
-    """Refuse, in one line, --patch, --blocks, --width and --calls that cannot work together on H×W images."""
+    """Refuse, in one line, a --patch that does not divide the H×W images and --calls that the --grid cannot make
+    (parse_config has checked --blocks and --width)."""
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
-    try:
-        db.split_layers(cfg.layers, cfg.blocks)
-    except ValueError as e:
-        common.fail(f"--blocks {cfg.blocks} with --layers {cfg.layers}: {e}")
-    if cfg.width % cfg.heads:
-        common.fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
     try:
         db.prediction_sigmas(db.block_sigmas(cfg.blocks), cfg.calls or cfg.blocks, cfg.grid)
     except ValueError as e:
