@@ -56,10 +56,11 @@ class Setup:
     data_args: tuple
 
     @classmethod
-    def of(cls, arch, smoke):
+    def of(cls, arch, smoke, batch=None):
         presets = arch.script.PRESETS
         paper = presets[arch.paper["model"]]["paper"] if "model" in arch.paper else presets["paper"]  # LMs: per --model
         cfg = arch.script.Config(**{**paper, **arch.paper, **(arch.smoke if smoke else {})})
+        cfg = dataclasses.replace(cfg, batch_size=batch or cfg.batch_size)
         return cls(arch, cfg, (arch.smoke_data_args or arch.data_args) if smoke else arch.data_args)
 
     def data(self, n, device):
@@ -307,6 +308,8 @@ def main():
     parser.add_argument("--blocks", default="1,2,3,4,6", help="block counts B (the paper's ablation: 1,2,3,4,6)")
     parser.add_argument("--memory", choices=["step", "fit"], help="bytes from one step at the stated batch (default "
                         "on CUDA), or fitted from steps at batches 2 and 3 (default elsewhere)")
+    parser.add_argument("--batch", type=int, help="batch of every measured architecture (default: the table's, "
+                        "ARCHS)")
     parser.add_argument("--time-batch", type=int, help="batch of the timed steps; 0 = the stated batch (default "
                         "on CUDA; elsewhere 1/16 of it, at least 1: 8 images, 1 sequence)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
@@ -329,8 +332,8 @@ def main():
     layers = 6 if args.smoke else 12  # every architecture with a partition has 12 layers (6 with --smoke)
     if not 1 <= min(args.blocks) <= max(args.blocks) <= layers:
         common.fail(f"--blocks {','.join(map(str, args.blocks))}: each B must be in 1..{layers} (the layers to split)")
-    if (args.time_batch or 0) < 0 or args.warmup < 0 or args.repeats < 1:
-        common.fail("need --time-batch >= 0, --warmup >= 0 and --repeats >= 1")
+    if (args.batch is not None and args.batch < 1) or (args.time_batch or 0) < 0 or args.warmup < 0 or args.repeats < 1:
+        common.fail("need --batch >= 1, --time-batch >= 0, --warmup >= 0 and --repeats >= 1")
     try:  # before minutes of measuring: the folder of --out must take the JSON and the plot
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     except OSError as e:
@@ -343,7 +346,7 @@ def main():
     rows = []
     for name in names:
         t0 = time.perf_counter()
-        rows += benchmark(name, Setup.of(ARCHS[name], args.smoke), args)
+        rows += benchmark(name, Setup.of(ARCHS[name], args.smoke, args.batch), args)
         print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(rows)
     with open(args.out, "w") as f:

@@ -113,7 +113,8 @@ def sampling_sigmas(num_steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=
 
 
 def prediction_sigmas(sigmas, calls, grid="boundaries", p_mean=P_MEAN, p_std=P_STD):
-    """Descending σ grid of a read-out chain with `calls` network calls (one per σ but the last) (§4).
+    """Descending σ grid (float64, on the CPU) of a read-out chain with `calls` network calls (one per σ but the last)
+    (§4). sigmas: the B + 1 block boundaries, on any device.
 
     "boundaries": calls/B steps equal in the log-normal CDF inside each block's slice, starting at its top,
     so every block is called equally often (for B calls: once each, at σ_max and the inner boundaries).
@@ -124,11 +125,12 @@ def prediction_sigmas(sigmas, calls, grid="boundaries", p_mean=P_MEAN, p_std=P_S
     if grid == "boundaries":
         if not (isinstance(calls, int) and calls >= 1 and calls % num_blocks == 0):
             raise ValueError(f"grid 'boundaries' needs calls to be a multiple of B = {num_blocks}, got {calls!r}")
+        sigmas = sigmas.detach().to("cpu", torch.float64)  # a model's buffer may live on the GPU
         q = _std_normal_cdf(sigmas, p_mean, p_std)  # (B+1,) ascending
         steps = torch.arange(calls // num_blocks, dtype=torch.float64) / (calls // num_blocks)
         points = torch.cat([(q[:-1, None] + steps * (q[1:] - q[:-1])[:, None]).flatten(), q[-1:]])
         grid_sigmas = torch.exp(p_mean + p_std * torch.special.ndtri(points)).flip(0)
-        grid_sigmas[::calls // num_blocks] = sigmas.flip(0).to(torch.float64)  # exact boundaries
+        grid_sigmas[::calls // num_blocks] = sigmas.flip(0)  # exact boundaries
         return grid_sigmas
     if grid == "final":
         if not (isinstance(calls, int) and calls >= 2):
@@ -204,14 +206,26 @@ def _per_token(c):
     return c[:, None] if c.dim() == 2 else c  # (N, D) -> (N, 1, D); (N, T, D) stays per token
 
 
-class AdaLNZeroLayer(nn.Module):
-    """Pre-norm transformer layer whose norms are modulated by c; gates start at 0 so it starts as the identity (DiT)."""
+def rotary(x, base=10_000.0):
+    """RoPE (Su et al. 2021): channel pair i of position p rotated by p·base^(−2i/d); x (N, H, T, d), d even."""
+    T, d = x.shape[-2:]
+    freqs = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
+    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freqs  # (T, d/2)
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (N, H, T, d/2) each: the pairs (x_2i, x_2i+1)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
-    def __init__(self, width, heads, mlp_ratio=4.0, cond_dim=None):
+
+class AdaLNZeroLayer(nn.Module):
+    """Pre-norm transformer layer whose norms are modulated by c; gates start at 0 so it starts as the identity (DiT).
+    rope=True rotates queries and keys by their position (the attention scores then see relative positions)."""
+
+    def __init__(self, width, heads, mlp_ratio=4.0, cond_dim=None, rope=False):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        self.heads = heads
+        if width % heads or (rope and (width // heads) % 2):
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})"
+                             + (", into heads of even width (rope)" if rope else ""))
+        self.heads, self.rope = heads, rope
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -225,6 +239,8 @@ class AdaLNZeroLayer(nn.Module):
     def attention(self, h, mask):
         N, T, D = h.shape
         q, k, v = self.qkv(h).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (N, H, T, D/H)
+        if self.rope:
+            q, k = rotary(q), rotary(k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, H, T, D/H)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
@@ -378,7 +394,7 @@ class DiffusionBlocks(nn.Module):
     @torch.no_grad()
     def sample(self, x, shape, sigmas, sampler=None, generator=None, device=None):
         """z_N from z_0 = σ_max·ε by the reverse ODE, each step by the block owning σ_i (§3, Fig. 3 corrected)."""
-        noise = torch.randn(shape, generator=generator, device=device)
+        noise = torch.randn(shape, generator=generator, device=self.sigmas.device if device is None else device)
         return (sampler or sample_euler)(lambda z, sigma: self.denoise(z, sigma, x), sigmas, noise)
 
     @torch.no_grad()
@@ -400,6 +416,7 @@ class DiffusionBlocks(nn.Module):
             calls.append(self.network(z, sigma, x, int(block_of(float(sigma), self.sigmas))))
             return calls[-1].softmax(-1) @ self.embedding
 
+        device = self.sigmas.device if device is None else device  # default: where the model is
         z0 = torch.randn(shape, generator=generator, device=device) if start == "noise" else torch.zeros(shape, device=device)
         sample_euler(D, sigmas, z0)
         if readout == "last":

@@ -299,6 +299,20 @@ def test_adaln_layer_respects_causal_mask():
     assert not torch.allclose(layer(h, c)[:, :4], layer(h2, c)[:, :4])
 
 
+def test_rotary_is_complex_rotation_and_scores_see_only_relative_position():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 8)  # (N, H, T, d)
+    theta = 10_000.0 ** (-torch.arange(0, 8, 2) / 8)  # RoPE's angle per channel pair
+    reference = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (4, 2)))
+                                   * torch.polar(torch.ones(7, 4), torch.arange(7.0)[:, None] * theta)).flatten(-2)
+    torch.testing.assert_close(db.rotary(x), reference)
+    q, k = torch.randn(8), torch.randn(8)  # one query and one key at every position: the score of positions
+    scores = db.rotary(q.expand(1, 1, 7, 8)) @ db.rotary(k.expand(1, 1, 7, 8)).transpose(-1, -2)  # (p, r)
+    for shift in range(-6, 7):  # depends on p − r alone
+        torch.testing.assert_close(scores[0, 0].diagonal(shift), scores[0, 0].diagonal(shift)[:1].expand(7 - abs(shift)))
+    assert not torch.allclose(scores[0, 0].diagonal(0)[0], scores[0, 0].diagonal(1)[0])
+
+
 def test_sigma_embedding_separates_sigmas():
     c_noise = db.precondition(torch.tensor([0.002, 0.0021, 1.0, 80.0]))[3]
     e = db.sigma_embedding(c_noise, 65)
@@ -437,6 +451,7 @@ def test_one_block_saves_one_bth_of_the_activations():
     (lambda: db.block_sigmas(3, partition="linear"), "equiprob"),
     (lambda: db.sampling_sigmas(0), "num_steps"),
     (lambda: db.AdaLNZeroLayer(30, heads=4), "divisible"),
+    (lambda: db.AdaLNZeroLayer(12, heads=4, rope=True), "even width"),
     (lambda: db.prediction_sigmas(db.block_sigmas(3), 4), "multiple of B"),
     (lambda: db.prediction_sigmas(db.block_sigmas(3), 1, "final"), "calls >= 2"),
     (lambda: db.DiffusionBlocks([nn.Linear(1, 1)], weighting="lambda"), "weighting"),
