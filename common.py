@@ -111,8 +111,9 @@ def check_shapes(cfg):
         fail(f"--width {cfg.width} must be divisible by --heads {cfg.heads}")
 
 
-def parse_config(config_class, presets, methods, argv=None):
-    """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags."""
+def parse_config(config_class, presets, methods, argv=None, check=None):
+    """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags. check(cfg): the
+    script's own one-line errors, run with the common ones, before --out is created."""
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_class):
@@ -150,6 +151,8 @@ def parse_config(config_class, presets, methods, argv=None):
         fail("--block and --assemble take one --seed, not --seeds")
     if (cfg.block >= 0 or cfg.assemble or cfg.resume) and not cfg.out:
         fail("--block, --assemble and --resume need --out, the folder that holds the run")
+    if check:
+        check(cfg)
     script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     cfg.out = cfg.out or os.path.join("runs", f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
                                               f"-{time.strftime('%Y%m%d-%H%M%S')}")

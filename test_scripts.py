@@ -171,6 +171,13 @@ def test_impossible_flag_combinations_are_one_line_errors(flags, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+def test_mdm_head_of_odd_width_is_a_one_line_error(tmp_path):
+    """RoPE rotates channel pairs: --width 36 --heads 12 (heads of 3) stops before any work."""
+    result = run_script("train_lm.py", "--preset", "smoke", "--width", "36", "--heads", "12", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --width"), result.stderr[-500:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
 def test_out_that_is_a_file_or_holds_other_settings_is_refused(tmp_path):
     """--out naming a file, or a folder whose metrics.json came from other settings: exit 2 before any work; the
     same settings with another --method merge into it."""

@@ -229,7 +229,7 @@ class Images:
 
 
 def check_config(cfg):
-    """Refuse, in one line, flags that cannot work together."""
+    """Refuse, in one line, flags that cannot work together (run by parse_config, before --out is created)."""
     if cfg.ablation and (cfg.method != "all" or cfg.block >= 0 or cfg.assemble):
         common.fail("--ablation trains its own list of models; drop --method, --block and --assemble")
     if cfg.ablation and cfg.layers < max(b for b, _ in ABLATION):
@@ -437,7 +437,6 @@ def ablation(cfg, data):
 
 def main(cfg):
     device = common.start(cfg)
-    check_config(cfg)
     data = load_data(cfg, device)
     if cfg.assemble:
         _, C, H, _ = data.x_test.shape
@@ -463,7 +462,7 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    config = common.parse_config(Config, PRESETS, METHODS)
+    config = common.parse_config(Config, PRESETS, METHODS, check=check_config)
     summary = common.run_seeds(main, config, "fid")
     if config.ablation and config.seeds:  # the ablation plot of the means over seeds
         plot_ablation(summary["methods"], config.out, FID_FEATURES[config.fid])

@@ -210,7 +210,7 @@ def next_token_logits(model, x, iters, generator=None, start="mean"):
 # ----------------------------------------------------------------------------------------------
 
 def check_config(cfg):
-    """One-line errors (exit 2) for this script's flags; parse_config has checked the common ones."""
+    """One-line errors (exit 2) for this script's flags, run by parse_config (before --out is created)."""
     if cfg.block >= 0 or cfg.assemble:
         common.fail("--block / --assemble: train_huginn.py trains one block (B = 1), there is nothing to train apart")
     if cfg.blocks != 1:
@@ -388,7 +388,6 @@ def plot_quality_vs_iters(methods, mean_iters, out):
 
 
 def main(cfg):
-    check_config(cfg)
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
     for method in METHODS if cfg.method == "all" else [cfg.method]:
@@ -401,4 +400,5 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS), "test_next_token_acc", baseline="bptt")
+    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS, check=check_config), "test_next_token_acc",
+                     baseline="bptt")

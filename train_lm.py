@@ -88,7 +88,7 @@ def parse_args(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", choices=MODELS, default="mdm")
     model = pre.parse_known_args(argv)[0].model
-    return common.parse_config(Config, PRESETS[model], METHODS, argv)
+    return common.parse_config(Config, PRESETS[model], METHODS, argv, check_config)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,9 +314,12 @@ def train_step(model, optimizers, batch, block, generator=None):
 
 
 def check_config(cfg):
-    """One-line errors (exit 2) for the LM flags; parse_config has checked the common ones."""
+    """One-line errors (exit 2) for the LM flags, run by parse_config (before --out is created)."""
     if cfg.model == "mdm" and cfg.partition != "equiprob":
         common.fail("--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α")
+    if cfg.model == "mdm" and (cfg.width // cfg.heads) % 2:
+        common.fail(f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model mdm rotates channel "
+                    "pairs of each head (RoPE), so a head's width must be even")
     if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
         common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
                     f"got {cfg.gen_tokens}")
@@ -501,7 +504,6 @@ def plot_bpc_per_block(methods, out, split="test"):
 
 def main(cfg):
     device = common.start(cfg)
-    check_config(cfg)
     corpus = load_corpus(cfg, device)
     ar, split = cfg.model == "ar", corpus.split
     headline, curve = ("gen_ppl", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
