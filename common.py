@@ -10,9 +10,10 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -50,11 +51,14 @@ class BaseConfig:
     seeds: str = option("", "comma-separated seeds to run one after another, e.g. 0,1,2 (then mean ± std)")
     device: str = option("auto", "device", ["auto", "cpu", "cuda", "mps"])
     out: str = option("", "output folder (default runs/<script>-<dataset>-<time>)")
-    resume: bool = option(False, "continue from the last checkpoint in --out")
+    resume: bool = option(False, "continue from the last checkpoint in --out; --lr and --min-lr may change (recorded "
+                          "in metrics.json as resumed_with), every other setting must be the run's")
     block: int = option(-1, "train only this block and save it to its own file (-1: all; under torchrun: RANK)")
     assemble: bool = option(False, "evaluate the model assembled from the block files in --out")
     eval_every: int = option(250, "iterations between evaluations on the test set (learning curves)")
     ckpt_every: int = option(500, "iterations between checkpoints")
+    compile: bool = option(False, "torch.compile each trained network (opt-in: compiling takes minutes, then steps "
+                           "run faster on a GPU; the same losses)")
 
 
 @dataclasses.dataclass
@@ -77,7 +81,7 @@ AT_LEAST = dict(blocks=1, steps=1, batch_size=1, eval_every=1, ckpt_every=1, lay
                 seq_len=2, elbo_samples=1, sample_steps=1, gen_samples=1, gen_tokens=1, judge_order=1, core=1,
                 mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=2, fid_classifier_steps=1, seed=0, block=-1, calls=0,
                 eval_sequences=0, curve_images=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
-IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1))  # lo <= value < hi
+IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema=(0, 1))  # lo <= value < hi
 
 
 def check_numbers(cfg):
@@ -129,6 +133,7 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
         else:
             kwargs["type"] = type(f.default)
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    argv = sys.argv[1:] if argv is None else argv
     args = vars(parser.parse_args(argv))
     preset = args.get("preset", "cpu")
     cfg = config_class(**{**presets[preset], **args, "preset": preset})
@@ -157,10 +162,31 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
     cfg.out = cfg.out or os.path.join("runs", f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
                                               f"-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out(cfg, script)
+    COMMAND.update(script=script + ".py", argv=argv, out=cfg.out)
     return cfg
 
 
 RUN_FIELDS = ("method", "resume", "block", "assemble", "seed", "seeds", "out")  # may differ within one --out
+# May change on --resume, e.g. to continue after a divergence: they scale the remaining updates, while --steps or
+# --warmup would move the run along its schedule and break the compute matching of the methods.
+RESUME_FIELDS = ("lr", "min_lr")
+COMMAND = {}  # the script, its flags and --out, as parsed: resume_command continues the run from them
+
+
+def resume_command(**changes):
+    """The command line that continues this run from its checkpoints in --out, with `changes` (field: value) as flags."""
+    flags = {"--" + key.replace("_", "-"): f"{value:g}" for key, value in changes.items()}
+    argv, words = [], iter(COMMAND.get("argv", []))
+    for word in words:
+        name = word.split("=")[0]
+        if name in ("--out", *flags) and "=" not in word:
+            next(words, None)  # drop the flag's value too
+        if name not in ("--out", "--resume", "--no-resume", *flags):
+            argv.append(word)
+    if "RANK" in os.environ:  # torchrun: this process trains one block, which can continue alone
+        argv += ["--method", "diffusionblocks", "--block", os.environ["RANK"]]
+    argv += ["--out", COMMAND.get("out", "OUT"), "--resume", *(w for flag in flags.items() for w in flag)]
+    return shlex.join(["python", COMMAND.get("script", os.path.basename(sys.argv[0])), *argv])
 
 
 def check_out(cfg, script):
@@ -180,15 +206,18 @@ def check_out(cfg, script):
             old = json.load(f)
         if old.get("script") != script + ".py":
             fail(f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out")
-        refuse_other_settings(old.get("config", {}), cfg, RUN_FIELDS, f"--out {cfg.out}: {path}",
+        free = RUN_FIELDS + (RESUME_FIELDS if cfg.resume else ())
+        refuse_other_settings(old.get("config", {}), cfg, free, f"--out {cfg.out}: {path}",
                               "; use another --out (or remove the folder) to keep runs of different settings apart")
 
 
 def refuse_other_settings(saved, cfg, free, source, advice=""):
-    """One-line error (exit 2) naming the first setting, not in `free`, in which a saved config differs from cfg."""
+    """One-line error (exit 2) naming the first setting, not in `free`, in which a saved config differs from cfg; a
+    setting that a saved config lacks (added to the scripts since) counts as its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     for key, value in dataclasses.asdict(cfg).items():
-        if key not in free and saved.get(key) != value:
-            fail(f"{source} was run with {key} = {saved.get(key)!r}, here {value!r}{advice}")
+        if key not in free and saved.get(key, defaults[key]) != value:
+            fail(f"{source} was run with {key} = {saved.get(key, defaults[key])!r}, here {value!r}{advice}")
 
 
 def load_saved(path, cfg, free, flag, device="cpu"):
@@ -226,10 +255,12 @@ def pick_device(name):
 
 
 def start(cfg):
-    """--device and the seed set up, and the one start-up line (device, precision) → the device."""
+    """--device and the seed set up, TF32 matmuls on CUDA, and the one start-up line (device, precision) → the device."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    print(f"device {device}, dtype {'bf16 autocast' if device.type == 'cuda' else 'float32'}")
+    if device.type == "cuda":  # what bf16 autocast leaves in float32 (norms, the loss) runs on tensor cores too
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    print(f"device {device}, dtype {'bf16 autocast, TF32 matmuls' if device.type == 'cuda' else 'float32'}")
     return device
 
 
@@ -313,49 +344,93 @@ def set_global_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+SYNC_EVERY = 50  # iterations between reading the losses back from an accelerator (on a CPU: every iteration)
+
+
 def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, desc,
                layers_per_iter):
-    """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on NaN.
+    """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on divergence.
 
-    Only `step` is timed (data preparation is not). `state` maps names to models, optimizers and
-    generators; it is saved with the global random state, the iteration, the learning curve, the training
-    time and cfg, which --resume must match: a resumed run repeats the uninterrupted one exactly.
+    Only `step` and reading its losses back are timed (data preparation is not). The losses stay on the device
+    and are read every SYNC_EVERY iterations, so the host never waits for an accelerator each step. `state` maps
+    names to models, optimizers and generators; it is saved with the global random state, the iteration, the
+    learning curve, the training time and cfg, which --resume must match (but RESUME_FIELDS, whose changes go to
+    stats["resumed_with"]): a resumed run repeats the uninterrupted one exactly. A checkpoint is written only
+    after every loss before it was read back finite, so a divergence never reaches one: the run stops with a
+    command that continues from the last good checkpoint. Each evaluation is appended to <ckpt>curve.jsonl.
     """
     stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
     if cfg.resume and os.path.exists(ckpt_path):
-        saved = load_saved(ckpt_path, cfg, ("resume", "out", "seeds"), "--resume")
+        saved = load_saved(ckpt_path, cfg, ("resume", "out", "seeds", *RESUME_FIELDS), "--resume")
         if "rng" not in saved:
             fail(f"--resume: {ckpt_path} holds no random state (an older version wrote it), so the run could not "
                  "continue exactly; remove it to start over")
+        missing = [name for name in state if name not in saved["state"]]
+        if missing:
+            fail(f"--resume: {ckpt_path} holds no {missing[0]} (an older version wrote it); remove it to start over")
         for name, obj in state.items():
             _set_state(obj, saved["state"][name])
         set_global_rng_state(saved["rng"])
         stats = saved["stats"]
-        print(f"resumed {ckpt_path} at iteration {stats['iter']}")
+        changed = {k: [saved["config"][k], getattr(cfg, k)] for k in RESUME_FIELDS if saved["config"][k] != getattr(cfg, k)}
+        if changed:
+            stats.setdefault("resumed_with", []).append({"iter": stats["iter"], **changed})
+        print(f"resumed {ckpt_path} at iteration {stats['iter']}" + "".join(
+            f", {k} {old:g} → {new:g}" for k, (old, new) in changed.items()))
     elif cfg.resume:
         print(f"--resume: no checkpoint at {ckpt_path}, starting from iteration 0")
+    saved_iter = stats["iter"] if cfg.resume and os.path.exists(ckpt_path) else None
+    curve_path = ckpt_path.replace("ckpt.pt", "curve.jsonl")
+    os.makedirs(os.path.dirname(curve_path) or ".", exist_ok=True)
+    with open(curve_path, "w") as f:  # the curve up to where this run starts
+        f.writelines(json.dumps(point) + "\n" for point in stats["curve"])
+    if cfg.compile:
+        for part in blocks_of(state["model"]):
+            part.compile()  # in place: the state dict keeps its names, so checkpoints do not depend on it
+    pending = []  # (iteration, loss still on the device)
+
+    def read_losses():
+        """Read the pending losses back (waits for the device); a non-finite one stops the run, saving nothing."""
+        t0 = time.perf_counter()
+        losses = [float(loss) for _, loss in pending]
+        stats["train_seconds"] += time.perf_counter() - t0
+        for (it, _), loss in zip(pending, losses):
+            if not math.isfinite(loss):
+                kept = (f"the last checkpoint, {ckpt_path} at iteration {saved_iter}, holds finite steps only"
+                        if saved_iter is not None else "no checkpoint was written before it")
+                lower = cfg.lr / 10
+                fail(f"loss became {loss} at iteration {it} ({desc}); {kept}. Continue with a lower learning rate: "
+                     f"{resume_command(lr=lower, min_lr=min(cfg.min_lr, lower))}", status=1)
+        stats["losses"] += losses
+        pending.clear()
 
     def checkpoint():
+        nonlocal saved_iter
+        read_losses()
         save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "rng": global_rng_state(),
                      "stats": stats, "config": dataclasses.asdict(cfg)}, ckpt_path)
+        saved_iter = stats["iter"]
 
     bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
     for it in bar:
         batch = get_batch(it)
         t0 = time.perf_counter()
-        loss = float(step(it, batch))  # float() waits for the device, so the time below is the step's
+        loss = step(it, batch)
         stats["train_seconds"] += time.perf_counter() - t0
         stats["iter"] = it + 1
-        if not math.isfinite(loss):
-            checkpoint()
-            fail(f"loss became {loss} at iteration {it} ({desc}); checkpoint saved to {ckpt_path}. "
-                 "Try a lower --lr.", status=1)
-        stats["losses"].append(loss)
+        pending.append((it, loss))
+        if not torch.is_tensor(loss) or loss.device.type == "cpu" or stats["iter"] % SYNC_EVERY == 0:
+            read_losses()
         if stats["iter"] % eval_every == 0 or stats["iter"] == iters:
+            read_losses()
             metrics = evaluate()
             stats["curve"].append({"iter": stats["iter"], "layer_updates": stats["iter"] * layers_per_iter,
                                    "train_seconds": stats["train_seconds"], **metrics})
+            with open(curve_path, "a") as f:
+                f.write(json.dumps(stats["curve"][-1]) + "\n")
             bar.set_postfix(loss=f"{np.mean(stats['losses'][-eval_every:]):.4f}", **metrics)
+        elif stats["iter"] % SYNC_EVERY == 0:
+            bar.set_postfix(loss=f"{np.mean(stats['losses'][-SYNC_EVERY:]):.4f}", refresh=False)
         if stats["iter"] % ckpt_every == 0 or stats["iter"] == iters:
             checkpoint()
     bar.close()
@@ -374,6 +449,44 @@ class Many:
     def load_state_dict(self, states):
         for item, state in zip(self.items, states):
             item.load_state_dict(state)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ after each of its
+    updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that forgets the initial weights early."""
+
+    def __init__(self, module, decay):
+        self.module, self.decay, self.updates = module, decay, 0
+        self.params = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self):
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.params, [p.detach() for p in self.module.parameters()], 1 - d)
+
+    def state_dict(self):
+        return {"params": self.params, "updates": self.updates}
+
+    def load_state_dict(self, state):
+        for ema, saved in zip(self.params, state["params"]):
+            ema.copy_(saved)
+        self.updates = state["updates"]
+
+
+@contextmanager
+def averaged(emas):
+    """Inside the block, each EMA's module holds the averaged weights; its own weights are restored after."""
+    own = [[p.detach().clone() for p in ema.module.parameters()] for ema in emas]
+    with torch.no_grad():
+        for ema in emas:
+            torch._foreach_copy_(list(ema.module.parameters()), ema.params)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for ema, params in zip(emas, own):
+                torch._foreach_copy_(list(ema.module.parameters()), params)
 
 
 def measure_memory(module, optimizer, step, trained=lambda module, optimizer: (module.parameters(), optimizer)):
@@ -397,10 +510,11 @@ def measure_blocks(model, optimizers, step, blocks):
     return max(per_block, key=lambda m: m["total"]), per_block
 
 
-def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc):
+def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc, emas=()):
     """Train the blocks of `model` (blocks_of) with compute matching: cfg.steps updates per trained block, each
     iteration one block drawn uniformly (or --block alone) and train_step(model, optimizers, batch, b, noise
-    generator) run at the scheduled lr. get_batch(it, generator) → batch. Memory is measured on a first batch.
+    generator) run at the scheduled lr, then emas[b] updated (if given: one EMA per block, so blocks still train
+    alone). get_batch(it, generator) → batch. Memory is measured on a first batch.
     → (stats, memory of the largest block, memory per block); None after --block, which saves the block alone."""
     parts = blocks_of(model)
     optimizers = [adamw(part, cfg) for part in parts]
@@ -412,7 +526,10 @@ def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc):
     def step(it, batch):
         b = int(torch.randint(len(parts), (1,), generator=gen)) if cfg.block < 0 else cfg.block
         set_lr(optimizers[b], lr_at(cfg, it / iters))
-        return train_step(model, optimizers, batch, b, noise_gen)
+        loss = train_step(model, optimizers, batch, b, noise_gen)
+        if emas:
+            emas[b].update()
+        return loss
 
     batch0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
     memory, per_block = measure_blocks(model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
@@ -420,12 +537,13 @@ def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc):
           f"one block (= {cfg.steps} per block, compute-matched)")
     block_only = cfg.block >= 0
     ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
+    state = {"model": model, "opts": Many(optimizers), "gen": gen, "noise": noise_gen}
     stats = train_loop(cfg, step, lambda it: get_batch(it, gen), iters,
-                       {"model": model, "opts": Many(optimizers), "gen": gen, "noise": noise_gen}, ckpt,
+                       {**state, "ema": Many(emas)} if emas else state, ckpt,
                        (lambda: {}) if block_only else evaluate, cfg.eval_every, cfg.ckpt_every,
                        desc + (str(cfg.block) if block_only else ""), cfg.layers / len(parts))
     if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
-        save_block(cfg, model, memory, stats, iters)
+        save_block(cfg, model, memory, stats, iters, emas[cfg.block] if emas else None)
         return None
     return stats, memory, per_block
 
@@ -436,9 +554,10 @@ def describe_blocks(cfg, model, split):
             f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}")
 
 
-def save_block(cfg, model, memory, stats, iters):
-    """--block b: save block b alone to --out/block<b>.pt, with its memory and time, for --assemble."""
+def save_block(cfg, model, memory, stats, iters, ema=None):
+    """--block b: save block b alone to --out/block<b>.pt, with its memory, time and EMA, for --assemble."""
     save_atomic({"block": model.blocks[cfg.block].state_dict(), "memory": memory,
+                 **({"ema": ema.state_dict()} if ema else {}),
                  "seconds_per_iter": stats["train_seconds"] / iters, "iters": iters,
                  "train_seconds": stats["train_seconds"], "config": dataclasses.asdict(cfg)},
                 os.path.join(cfg.out, f"block{cfg.block}.pt"))
@@ -446,16 +565,20 @@ def save_block(cfg, model, memory, stats, iters):
           f"when every block is trained: --method diffusionblocks --assemble --out {cfg.out}")
 
 
-def assemble(cfg, script, headline, model, evaluate, device):
-    """--assemble: load block b from --out/block<b>.pt (each trained in its own process) and evaluate."""
+def assemble(cfg, script, headline, model, evaluate, device, emas=()):
+    """--assemble: load block b (and its EMA into emas[b], if given) from --out/block<b>.pt (each trained in its own
+    process) and evaluate."""
     paths = [os.path.join(cfg.out, f"block{b}.pt") for b in range(cfg.blocks)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         fail(f"--assemble needs every block file; missing {missing}. Train each with "
              f"--method diffusionblocks --block b --out {cfg.out}")
-    saved = [load_saved(p, cfg, ("block", "assemble", "resume", "out", "seeds"), "--assemble", device) for p in paths]
+    saved = [load_saved(p, cfg, ("block", "assemble", "resume", "out", "seeds", *RESUME_FIELDS), "--assemble", device)
+             for p in paths]
     for block, s in zip(model.blocks, saved):
         block.load_state_dict(s["block"])
+    for ema, s in zip(emas, saved):
+        ema.load_state_dict(s["ema"])
     memory = max((s["memory"] for s in saved), key=lambda m: m["total"])
     result = {**evaluate(model), "train_memory_bytes": memory["total"], "train_memory": memory,
               "seconds_per_iter": sum(s["train_seconds"] for s in saved) / sum(s["iters"] for s in saved),
@@ -492,7 +615,8 @@ def method_result(stats, memory, extra):
     """One method's entry of metrics.json: last evaluation, training memory and time, extras, learning curve."""
     return {**stats["curve"][-1], "train_memory_bytes": memory["total"], "train_memory": memory,
             "seconds_per_iter": stats["train_seconds"] / stats["iter"], "iters": stats["iter"],
-            "train_seconds": stats["train_seconds"], **extra, "curve": stats["curve"]}
+            "train_seconds": stats["train_seconds"], **extra, "curve": stats["curve"],
+            **{k: stats[k] for k in ("resumed_with",) if k in stats}}
 
 
 def mib(n):

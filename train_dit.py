@@ -7,11 +7,13 @@ whole σ range) beside DiffusionBlocks (§4.2: B blocks of L/B layers, each trai
   python train_dit.py --method diffusionblocks --assemble --out runs/dit  # evaluate the saved blocks
   python train_dit.py --preset paper                    # DiT-S/2 on CIFAR-10, one GPU
 
-`fid` is NOT Inception FID unless --fid inception: the Fréchet distance in the features of a small CNN classifier
-trained here on the training split, comparable only between runs of this project on the same data.
+`fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance in the features of
+a small CNN classifier trained here on the training split, comparable only between runs of this project on the same
+data. `fid_ema` and `test_denoise_loss_ema` are those of the EMA of the weights (--ema).
 """
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 import common
 import diffusionblocks as db
-from data import load_images, random_shift
+from data import load_images, random_shift, validation_split
 
 METHODS = ["backprop", "diffusionblocks"]
 PAPER_FID = {"blocks": {1: 39.83, 2: 35.47, 3: 38.03, 4: 45.43, 6: 53.32},  # CIFAR-10, γ = 0
@@ -50,9 +52,20 @@ class Config(common.BaseConfig):
     guidance: float = common.option(2.0, "classifier-free guidance scale s at sampling; 1 = no guidance (paper: 2.0)")
     sample_steps: int = common.option(50, "sampling steps on the equal-CDF σ grid (paper: 50)")
     sampler: str = common.option("euler", "ODE sampler", ["euler", "heun"])
-    fid: str = common.option("classifier", "feature network of `fid`: a small CNN trained here (NOT Inception), "
-                             "or Inception (needs torch-fidelity)", ["classifier", "inception"])
-    fid_samples: int = common.option(1000, "generated images compared with the test set by `fid`")
+    fid: str = common.option("classifier", "feature network of `fid`: a small CNN trained here (NOT Inception), or "
+                             "Inception-v3 (pip install torch-fidelity; the paper preset's default). Protocol: "
+                             "--fid-samples images, labels balanced over the classes, --sample-steps steps of --sampler "
+                             "with guidance --guidance, against every image of the --fid-reference split (paper preset: "
+                             "10,000 against the 10,000 test images; the common protocol: --fid-samples 50000 "
+                             "--fid-reference train)", ["classifier", "inception"])
+    fid_samples: int = common.option(1000, "generated images compared with the --fid-reference split by `fid`")
+    fid_reference: str = common.option("test", "the images `fid` compares the samples with: the test split (with "
+                                       "--validation: the held-out part of the training split), or the training "
+                                       "split", ["test", "train"])
+    ema: float = common.option(0.999, "decay of the EMA of the weights (one per block), warmed up as min(decay, "
+                               "(1 + n)/(10 + n)) at update n; 0: none (CPU-sized, provisional until chosen on "
+                               "validation data; paper: 0.9999, DiT)")
+    validation: bool = common.option(False, "evaluate on 20 % of the training split held out (to choose --ema)")
     fid_classifier_steps: int = common.option(600, "training iterations of the feature CNN (cached under --data-dir)")
     ablation: bool = common.option(False, "run the partition (γ=0, B=3) and block-count (B ∈ 1,2,3,4,6) ablations")
     eval_every: int = common.option(500, "iterations between test denoising losses (learning curves)")
@@ -65,8 +78,9 @@ PRESETS = {
                   fid_classifier_steps=30, eval_every=6, ckpt_every=6),
     "cpu": {},
     "paper": dict(dataset="cifar10", layers=12, width=384, heads=6, patch=2, blocks=3, gamma=0.05, batch_size=512,
-                  lr=1e-4, min_lr=1e-4, warmup=0.0, steps=98 * 100, fid_samples=10_000, fid_classifier_steps=5000,
-                  eval_every=980, ckpt_every=980, curve_images=1000),  # 100 epochs of 50,000 images at batch 512, constant lr
+                  lr=1e-4, min_lr=1e-4, warmup=0.0, steps=98 * 100, fid="inception", fid_samples=10_000,
+                  fid_classifier_steps=5000, ema=0.9999, eval_every=980, ckpt_every=980, curve_images=1000),
+    # 100 epochs of 50,000 images at batch 512, constant lr
 }
 
 
@@ -149,9 +163,11 @@ class FeatureCNN(nn.Module):
 
 
 def feature_network(cfg, data, device):
-    """The feature CNN of this dataset and split: loaded from --data-dir, or trained on the training split, cached."""
+    """The feature CNN of these training images: loaded from --data-dir, or trained on them and cached there under
+    a name that holds a digest of their content (new data under an old name trains a new network)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.dataset)
-    path = os.path.join(cfg.data_dir, f"fid-cnn-{name}-split{cfg.seed}-{cfg.fid_classifier_steps}.pt")
+    digest = hashlib.sha256(data["x_train"].numpy().tobytes() + data["y_train"].numpy().tobytes()).hexdigest()[:16]
+    path = os.path.join(cfg.data_dir, f"fid-cnn-{name}-{digest}-seed{cfg.seed}-{cfg.fid_classifier_steps}.pt")
     net = FeatureCNN(data["x_train"].shape[1], data["num_classes"]).to(device)
     if os.path.exists(path):
         saved = torch.load(path, map_location=device, weights_only=False)
@@ -225,7 +241,7 @@ class Images:
     flips: bool  # random horizontal flips (CIFAR)
     device: torch.device
     features: object  # the feature network of `fid`: (n, C, H, W) in [-1, 1] -> (n, F)
-    test_features: torch.Tensor  # (M, F)
+    reference_features: torch.Tensor  # (M, F): the --fid-reference split's
 
 
 def check_config(cfg):
@@ -239,19 +255,24 @@ def check_config(cfg):
 
 
 def load_data(cfg, device):
-    """The images of --dataset (checked against --patch) and the test features of `fid`."""
+    """The images of --dataset (checked against --patch; with --validation the test split is 20 % of the training
+    split, held out) and the features of `fid`'s reference split."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
+    if cfg.validation:
+        data = validation_split(data, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
-    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} test images {C}×{H}×{W}, "
+    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
+          f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
           f"{data['num_classes']} classes")
     features = feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)
     x_test = to_unit(data["x_test"])
-    with torch.no_grad():
-        test_features = torch.cat([features(x.to(device)) for x in x_test.split(1000)]).cpu()
+    with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
+        reference = (to_unit(x) for x in data["x_train"].split(1000)) if cfg.fid_reference == "train" else x_test.split(1000)
+        reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
     return Images(data["x_train"].to(device), data["y_train"].to(device), x_test, data["y_test"], data["num_classes"],
-                  cfg.dataset.startswith("cifar"), device, features, test_features)
+                  cfg.dataset.startswith("cifar"), device, features, reference_features)
 
 
 def get_batch(cfg, data, it, generator):
@@ -304,8 +325,8 @@ def generate(cfg, model, labels, noise, num_classes):
     return ((z.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1, sum(layers_run)
 
 
-def final_evaluation(cfg, data, model, run_dir):
-    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to run_dir."""
+def final_evaluation(cfg, data, model, run_dir, grid_file="samples.pt"):
+    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to run_dir/grid_file."""
     K, (C, H, W) = data.num_classes, data.x_test.shape[1:]
     labels = torch.arange(cfg.fid_samples) % K  # balanced classes
     noise = torch.randn((cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
@@ -320,15 +341,26 @@ def final_evaluation(cfg, data, model, run_dir):
         sample_features = torch.cat([data.features(x.to(data.device)) for x in samples.split(1000)]).cpu()
     per_class = min(8, cfg.fid_samples // K)
     grid = samples[:per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, C, H, W)
-    common.save_atomic(grid, os.path.join(run_dir, "samples.pt"))
-    return {"fid": frechet_distance(sample_features, data.test_features), "fid_features": FID_FEATURES[cfg.fid],
+    common.save_atomic(grid, os.path.join(run_dir, grid_file))
+    return {"fid": frechet_distance(sample_features, data.reference_features), "fid_features": FID_FEATURES[cfg.fid],
             "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
 
 
-def evaluate_assembled(cfg, data, model):
-    """--assemble: the final test_denoise_loss and fid of the blocks trained in their own processes."""
+def evaluate_ema(cfg, data, model, emas, run_dir):
+    """fid_ema and test_denoise_loss_ema: those of the EMA weights (samples_ema.pt beside the raw weights' grid)."""
+    if not emas:
+        return {}
+    with common.averaged(emas):
+        fid = final_evaluation(cfg, data, model, run_dir, "samples_ema.pt")["fid"]
+        loss = test_denoise_loss(cfg, data, model)["test_denoise_loss"]
+    return {"fid_ema": fid, "test_denoise_loss_ema": loss, "ema": cfg.ema}
+
+
+def evaluate_assembled(cfg, data, model, emas):
+    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the blocks trained in their own processes."""
     run_dir = os.path.join(cfg.out, "assembled")
-    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir)}
+    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir),
+            **evaluate_ema(cfg, data, model, emas, run_dir)}
 
 
 def train(cfg, data, method, name):
@@ -340,15 +372,17 @@ def train(cfg, data, method, name):
     if method == "diffusionblocks":
         print(common.describe_blocks(cfg, model, split))
     run_dir = os.path.join(cfg.out, name)
+    emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
     trained = common.train_blocks(cfg, model, train_step, functools.partial(get_batch, cfg, data),
-                                  lambda: test_denoise_loss(cfg, data, model, cfg.curve_images), run_dir, name)
+                                  lambda: test_denoise_loss(cfg, data, model, cfg.curve_images), run_dir, name, emas)
     if trained is None:
         return None
     stats, memory, per_block = trained
     final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}  # the curve's last point used a subset
     extra = {"blocks": len(model.blocks), "gamma": cfg.gamma, "partition": cfg.partition,
              "layers_per_block": split, "train_memory_per_block": per_block}
-    return common.method_result(stats, memory, {**final_evaluation(cfg, data, model, run_dir), **final, **extra})
+    return common.method_result(stats, memory, {**final_evaluation(cfg, data, model, run_dir), **final,
+                                                **evaluate_ema(cfg, data, model, emas, run_dir), **extra})
 
 
 def plot_samples(methods, out):
@@ -441,7 +475,9 @@ def main(cfg):
     if cfg.assemble:
         _, C, H, _ = data.x_test.shape
         model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
-        metrics = common.assemble(cfg, "train_dit.py", "fid", model, lambda m: evaluate_assembled(cfg, data, m), device)
+        emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
+        metrics = common.assemble(cfg, "train_dit.py", "fid", model, lambda m: evaluate_assembled(cfg, data, m, emas),
+                                  device, emas)
         plot_samples(metrics["methods"], cfg.out)
         return metrics
     if cfg.ablation:
@@ -455,7 +491,9 @@ def main(cfg):
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
         print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling {r['layer_evals_per_sample']} "
-              f"layer evaluations and {r['sample_seconds_per_image'] * 1e3:.3g} ms per image")
+              f"layer evaluations and {r['sample_seconds_per_image'] * 1e3:.3g} ms per image"
+              + (f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss {r['test_denoise_loss_ema']:.4f}"
+                 if "fid_ema" in r else ""))
     common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
     plot_samples(metrics["methods"], cfg.out)
     return metrics
