@@ -5,23 +5,21 @@ step of each block, B ∈ {1, 2, 3, 4, 6}, for every task script through its bui
   python benchmark.py --device cpu --archs vit,dit      # the same byte counts on a CPU (all: ≤ 10 min on 2 cores)
   python benchmark.py --smoke --out /tmp/bench.json     # tiny models, seconds (the test)
 
-Memory: db.training_memory of a real step (what the step trains, its gradients and AdamW state, the activations saved
-for backward; on CUDA also the peak). --memory fit (the CPU default) steps at batches 2 and 3 and extrapolates, exact
-because every saved tensor is affine in the batch. Time: median seconds per step. Checkpointing: every layer in
-torch.utils.checkpoint. Writes --out (JSON rows with every part of the memory) and a plot beside it.
+Memory: db.training_memory of a real step after a first one (what the step trains, its gradients and AdamW state, the
+activations saved for backward; on CUDA also the peak, with the optimizer state allocated). --memory fit (the CPU
+default) steps at batches 2 and 3 and extrapolates, exact because every saved tensor is affine in the batch. Time:
+median seconds per step. Checkpointing (db.checkpoint_layers: every layer recomputed in backward from its saved
+inputs), end-to-end and inside each block of DiffusionBlocks: its bytes include the activations of the one layer that
+backward recomputes at a time (`recomputed`). Writes --out (JSON rows with every part of the memory) and a plot beside.
 """
 import argparse
-import contextlib
 import dataclasses
-import functools
 import json
 import os
 import statistics
 import time
 
 import torch
-from torch.utils.checkpoint import checkpoint
-
 import common
 import diffusionblocks as db
 import train_dit
@@ -29,7 +27,7 @@ import train_huginn
 import train_lm
 import train_vit
 
-PARTS = ("parameters", "gradients", "optimizer_state", "activations")
+PARTS = ("parameters", "gradients", "optimizer_state", "activations", "recomputed")
 
 
 @dataclasses.dataclass
@@ -130,7 +128,8 @@ def extrapolate(at2, at3, batch):
     activations are affine in it (batch-proportional tensors plus batch-independent ones such as masks)."""
     assert all(at2[p] == at3[p] for p in PARTS[:3]), (at2, at3)
     memory = {p: at2[p] for p in PARTS[:3]}
-    memory["activations"] = at2["activations"] + (batch - 2) * (at3["activations"] - at2["activations"])
+    for p in PARTS[3:]:
+        memory[p] = at2[p] + (batch - 2) * (at3[p] - at2[p])
     memory["total"] = sum(memory[p] for p in PARTS)
     return memory
 
@@ -154,9 +153,43 @@ def time_batch(batch_size, args):
     return min(args.time_batch or batch_size, batch_size)
 
 
-def measure(setup, model, parts, step, b, args):
-    """Training memory (bytes by part) of one step of parts[b] alone at the stated batch, and its seconds per step."""
-    part = place(model, parts[b], args.device)
+def recomputed_bytes(part, step):
+    """Bytes that backward recomputes at once under checkpointing: what the largest layer of `part` saves for backward
+    besides its inputs (checkpointing keeps those) and parameters, measured on one plain step()."""
+    layers = [m for m in part.modules() if isinstance(m, db.AdaLNZeroLayer)]
+    params = {p.untyped_storage().data_ptr() for p in part.parameters()}
+    largest = [0]
+
+    def counted(layer, h, c, mask=None):
+        kept = params | {t.untyped_storage().data_ptr() for t in (h, c)}
+        saved = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in kept:
+                saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = layer.residual(h, c, mask)
+        largest[0] = max(largest[0], sum(saved.values()))
+        return out
+
+    db.checkpoint_layers(part, False)
+    for layer in layers:
+        layer.forward = lambda h, c, mask=None, layer=layer: counted(layer, h, c, mask)
+    try:
+        step()
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward
+        db.checkpoint_layers(part, True)
+    return largest[0]
+
+
+def measure(setup, model, parts, step, b, args, checkpointing=False):
+    """Training memory (bytes by part) of one step of parts[b] alone at the stated batch, after a first step (so that
+    the optimizer state is there), with every layer checkpointed or not; and its seconds per step."""
+    part = db.checkpoint_layers(place(model, parts[b], args.device), checkpointing)
     optimizers = [None] * len(parts)
     optimizers[b] = torch.optim.AdamW(part.parameters())
     batch_size = setup.cfg.batch_size
@@ -165,43 +198,39 @@ def measure(setup, model, parts, step, b, args):
         batch = setup.data(n, args.device)
         return lambda: step(model, optimizers, batch, b)
 
-    if args.memory == "step":
-        memory = db.training_memory(stepper(batch_size), part.parameters(), optimizers[b])
-    else:
-        memory = extrapolate(*(db.training_memory(stepper(n), part.parameters(), optimizers[b]) for n in (2, 3)),
-                             batch_size)
+    def memory_at(n):
+        memory = db.training_memory(stepper(n), part.parameters(), optimizers[b])
+        memory["recomputed"] = recomputed_bytes(part, stepper(n)) if checkpointing else 0
+        memory["total"] += memory["recomputed"]
+        return memory
+
+    stepper(2 if args.memory == "fit" else batch_size)()  # a first step: AdamW allocates its state
+    memory = memory_at(batch_size) if args.memory == "step" else extrapolate(memory_at(2), memory_at(3), batch_size)
     seconds = seconds_per_step(stepper(time_batch(batch_size, args)), args.warmup, args.repeats)
     part.zero_grad(set_to_none=True)
+    db.checkpoint_layers(part, False)
     model.cpu()
     return memory, seconds
 
 
-@contextlib.contextmanager
-def checkpointed(model):
-    """Every transformer layer of `model` recomputed in backward: torch.utils.checkpoint, non-reentrant."""
-    layers = [m for m in model.modules() if isinstance(m, db.AdaLNZeroLayer)]
-    for layer in layers:
-        layer.forward = functools.partial(checkpoint, type(layer).forward, layer, use_reentrant=False)
-    try:
-        yield
-    finally:
-        for layer in layers:
-            del layer.forward  # back to the class's forward
-
-
 def benchmark(name, setup, args):
-    """Rows of one architecture: end-to-end (plain and checkpointed) against every block of every B."""
+    """Rows of one architecture: end-to-end (plain and checkpointed) against every block of every B (plain and
+    checkpointed)."""
     arch = setup.arch
     model, parts, step = setup.models(None)
     e2e, e2e_seconds = measure(setup, model, parts, step, 0, args)
-    with checkpointed(model):
-        ckpt, ckpt_seconds = measure(setup, model, parts, step, 0, args)
+    ckpt, ckpt_seconds = measure(setup, model, parts, step, 0, args, checkpointing=True)
     rows = []
     for B in arch.counts or args.blocks:
         model, parts, step = setup.models(B)
         memories, seconds = zip(*(measure(setup, model, parts, step, b, args) for b in range(len(parts))))
         largest = max(memories, key=lambda m: m["total"])
         ideal = None if arch.counts else B  # huginn: one core pass against BPTT, no partition
+        both, both_seconds = zip(*(measure(setup, model, parts, step, b, args, checkpointing=True)
+                                   for b in range(len(parts)))) if ideal else ([ckpt], [ckpt_seconds])
+        both_largest = max(both, key=lambda m: m["total"])
+        # the bound of both together: checkpointing's bytes fall by B, but for the one layer that backward recomputes
+        bound = (ckpt["total"] - ckpt["recomputed"]) / (ideal or 1) + ckpt["recomputed"]
         rows.append({
             "arch": name, "blocks": B, "e2e_bytes": e2e["total"], "block_bytes_max": largest["total"],
             "memory_ratio": e2e["total"] / largest["total"], "time_ratio": max(seconds) / e2e_seconds,
@@ -214,12 +243,18 @@ def benchmark(name, setup, args):
             "streams_memory_ratio": e2e["total"] / (sum(largest[p] for p in PARTS[:3]) + arch.streams * e2e["activations"] / B)
             if ideal and arch.streams > 1 else None,
             "ckpt_bytes": ckpt["total"], "ckpt": ckpt, "ckpt_memory_ratio": e2e["total"] / ckpt["total"],
-            "ckpt_time_ratio": ckpt_seconds / e2e_seconds, "title": arch.title.format(cfg=setup.cfg, d=setup.data_args),
+            "ckpt_time_ratio": ckpt_seconds / e2e_seconds,
+            "both_bytes": both_largest["total"], "both": both_largest,
+            "both_bytes_per_block": [m["total"] for m in both],
+            "both_memory_ratio": e2e["total"] / both_largest["total"], "both_bound_ratio": e2e["total"] / bound,
+            "both_time_ratio": max(both_seconds) / e2e_seconds, "both_block_seconds": list(both_seconds),
+            "title": arch.title.format(cfg=setup.cfg, d=setup.data_args),
             "batch": setup.cfg.batch_size, "time_batch": time_batch(setup.cfg.batch_size, args), "memory_method": args.memory,
             "warmup": args.warmup, "repeats": args.repeats})
         if "cuda_peak" in e2e:  # --memory step on CUDA: the real peaks
             rows[-1].update(e2e_cuda_peak=e2e["cuda_peak"], ckpt_cuda_peak=ckpt["cuda_peak"],
-                            block_cuda_peak_max=max(m["cuda_peak"] for m in memories))
+                            block_cuda_peak_max=max(m["cuda_peak"] for m in memories),
+                            both_cuda_peak_max=max(m["cuda_peak"] for m in both))
     return rows
 
 
@@ -248,8 +283,18 @@ def verdict(r):
     return text
 
 
+def verdict_both(r):
+    """DiffusionBlocks and checkpointing together: less memory than either alone, and ≥ 90 % of the bound's ratio."""
+    less = r["both_bytes"] < min(r["ckpt_bytes"], r["block_bytes_max"])
+    near = r["both_memory_ratio"] >= 0.9 * r["both_bound_ratio"]
+    return (f"{'ok' if less and near else 'MISS'}: {'less' if less else 'NOT less'} than either alone, "
+            f"{r['both_memory_ratio'] / r['both_bound_ratio']:.0%} of the bound {r['both_bound_ratio']:.2f} "
+            f"(checkpointing's bytes ÷ B but the recomputed layer's)"
+            + (f"; CUDA peak {common.mib(r['both_cuda_peak_max']):.0f} MiB" if "both_cuda_peak_max" in r else ""))
+
+
 def print_table(rows):
-    """One line per (architecture, B) and one for activation checkpointing."""
+    """One line per (architecture, B), one for activation checkpointing, one per B for both together."""
     print(f"{'arch':<7} {'B':>4} {'e2e MiB':>9} {'block MiB':>9} {'ratio':>6} {'ideal':>5} {'time ratio':>10} "
           f"{'(mean)':>6}  targets (memory, time); what keeps the ratio down")
     for name in dict.fromkeys(r["arch"] for r in rows):
@@ -263,7 +308,14 @@ def print_table(rows):
         print(f"{name:<7} {'ckpt':>4} {_mib(r['e2e_bytes'])} {_mib(r['ckpt_bytes'])} {r['ckpt_memory_ratio']:>6.2f} "
               f"{'-':>5} {r['ckpt_time_ratio']:>10.3f} {'':>6}  activation checkpointing: activations "
               f"{common.mib(r['e2e']['activations']):.0f} → {common.mib(r['ckpt']['activations']):.0f} MiB"
+              + f", recomputed layer {common.mib(r['ckpt']['recomputed']):.0f} MiB"
               + (f"; CUDA peak {common.mib(r['ckpt_cuda_peak']):.0f} MiB" if "ckpt_cuda_peak" in r else ""))
+        for r in arch_rows:
+            if r["ideal_ratio"] and r["blocks"] > 1:
+                print(f"{name:<7} {str(r['blocks']) + '+ck':>4} {_mib(r['e2e_bytes'])} {_mib(r['both_bytes'])} "
+                      f"{r['both_memory_ratio']:>6.2f} {r['both_bound_ratio']:>5.2f} {r['both_time_ratio']:>10.3f} "
+                      f"{'':>6}  "
+                      f"{verdict_both(r)}")
 
 
 def plot(rows, path):
@@ -281,19 +333,25 @@ def plot(rows, path):
                         marker="osD^v"[i % 5], linestyle=["-", "--", ":", "-.", "-"][i % 5], label=label, alpha=0.85)
         ax.plot([shift], [1 / arch_rows[0]["ckpt_memory_ratio"]], "x", color=line.get_color(), markersize=10,
                 markeredgewidth=2)
+        both = [r for r in arch_rows if r["ideal_ratio"] and r["blocks"] > 1]
+        ax.plot([r["blocks"] * shift for r in both], [1 / r["both_memory_ratio"] for r in both], marker="+",
+                linestyle=":", color=line.get_color(), markersize=9)
     ax.plot([], [], "x", color="gray", markeredgewidth=2, label="activation checkpointing (end-to-end), "
             "in the colour of its architecture")
+    ax.plot([], [], "+:", color="gray", label="DiffusionBlocks with checkpointing in each block")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xticks(counts, [str(B) for B in counts])
-    shown = [1 / r["memory_ratio"] for r in rows] + [1 / r["ckpt_memory_ratio"] for r in rows] + [1 / max(counts)]
+    shown = [1 / r[k] for r in rows for k in ("memory_ratio", "ckpt_memory_ratio", "both_memory_ratio")]
+    shown.append(1 / max(counts))
     ticks = [t for t in (1 / 16, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 1, 2, 4)
              if min(shown) / 1.2 <= t <= max(shown) * 1.2]  # fractions, not powers of 2
     ax.set_yticks(ticks, [f"1/{round(1 / t)}" if t < 1 else str(round(t)) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("blocks B")
     ax.set_ylabel("training memory per step, largest block / end-to-end")
-    ax.set_title(f"measured on {rows[0]['device']} (parameters, gradients, AdamW state, activations)", fontsize=9)
+    ax.set_title(f"measured on {rows[0]['device']}: parameters, gradients, AdamW state, activations "
+                 "(checkpointing: and the layer recomputed)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -7,8 +7,8 @@ Shing, Koyama, Akiba, ICLR 2026, https://arxiv.org/abs/2506.14202; EDM: Karras e
 
 Public names, in paper order: partition (SIGMA_MIN ... SIGMA_DATA, split_layers, block_sigmas, block_slice,
 block_of, sample_sigma, sampling_sigmas, prediction_sigmas); EDM (precondition, loss_weight, mean_loss_weight);
-layers (sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, FinalLayer); blocks (target_embedding,
-DiffusionBlocks); samplers (sample_euler, sample_heun); memory (training_memory). Depends on torch only.
+layers (sigma_embedding, SigmaEmbedder, modulate, AdaLNZeroLayer, checkpoint_layers, FinalLayer); blocks
+(target_embedding, DiffusionBlocks); samplers (sample_euler, sample_heun); memory (training_memory). Needs torch only.
 Blocks share no trainable parameter, so each block can be trained in its own process and assembled afterwards.
 """
 import math
@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # ----------------------------------------------------------------------------------------------
 # 1. Noise partition (DiffusionBlocks §3.3)
@@ -218,14 +219,15 @@ def rotary(x, base=10_000.0):
 
 class AdaLNZeroLayer(nn.Module):
     """Pre-norm transformer layer whose norms are modulated by c; gates start at 0 so it starts as the identity (DiT).
-    rope=True rotates queries and keys by their position (the attention scores then see relative positions)."""
+    rope=True rotates queries and keys by their position (the attention scores then see relative positions);
+    checkpoint=True saves only the layer's inputs for backward, which recomputes the rest (`checkpoint_layers`)."""
 
-    def __init__(self, width, heads, mlp_ratio=4.0, cond_dim=None, rope=False):
+    def __init__(self, width, heads, mlp_ratio=4.0, cond_dim=None, rope=False, checkpoint=False):
         super().__init__()
         if width % heads or (rope and (width // heads) % 2):
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})"
                              + (", into heads of even width (rope)" if rope else ""))
-        self.heads, self.rope = heads, rope
+        self.heads, self.rope, self.checkpoint = heads, rope, checkpoint
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -246,10 +248,25 @@ class AdaLNZeroLayer(nn.Module):
 
     def forward(self, h, c, mask=None):
         """h: (N, T, D) tokens, c: (N, C) or per-token (N, T, C) condition, mask: bool, True = may attend."""
+        if self.checkpoint and torch.is_grad_enabled():  # activation checkpointing (Chen et al. 2016)
+            return torch.utils.checkpoint.checkpoint(self.residual, h, c, mask, use_reentrant=False)
+        return self.residual(h, c, mask)
+
+    def residual(self, h, c, mask=None):
+        """h + gate·attention(…) + gate·MLP(…), the layer's computation (DiT §3.2)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _per_token(self.adaLN(c)).chunk(6, dim=-1)
         h = h + gate_msa * self.attention(modulate(self.norm1(h), shift_msa, scale_msa), mask)
         h = h + gate_mlp * self.mlp(modulate(self.norm2(h), shift_mlp, scale_mlp))
         return h  # (N, T, D)
+
+
+def checkpoint_layers(module, enabled=True):
+    """Activation checkpointing on (or off) in every AdaLNZeroLayer of `module`: backward recomputes one layer at a
+    time from its saved inputs. Inside a DiffusionBlocks block, both savings multiply (§3: a step holds one block)."""
+    for layer in module.modules():
+        if isinstance(layer, AdaLNZeroLayer):
+            layer.checkpoint = enabled
+    return module
 
 
 class FinalLayer(nn.Module):
@@ -303,9 +320,10 @@ class DiffusionBlocks(nn.Module):
     """
 
     def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", weighting=None, mislabel=0.0,
-                 sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD):
+                 sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD,
+                 checkpoint=False):
         super().__init__()
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = checkpoint_layers(nn.ModuleList(blocks), checkpoint) if checkpoint else nn.ModuleList(blocks)
         seen = {}
         for b, block in enumerate(self.blocks):
             for p in block.parameters():

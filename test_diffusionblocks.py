@@ -439,6 +439,61 @@ def test_one_block_saves_one_bth_of_the_activations():
     assert one["total"] == pytest.approx(full["total"] / B, rel=0.1)
 
 
+def test_checkpointed_layers_give_the_same_gradients_and_save_only_their_inputs():
+    """checkpoint_layers: gradients equal the plain stack's; the saved activations fall by what the layers save beyond
+    their inputs, counted here on each layer run alone (a brute force over the layers, not through the container)."""
+    torch.manual_seed(0)
+    width, N, T, L = 32, 3, 5, 4
+    layers = nn.ModuleList(db.AdaLNZeroLayer(width, 2) for _ in range(L))
+    for p in layers.parameters():  # leave AdaLN-Zero's identity start, so that every layer computes something
+        nn.init.normal_(p, std=0.1)
+    h0, c = torch.randn(N, T, width, requires_grad=True), torch.randn(N, width, requires_grad=True)  # as in a model
+    params = list(layers.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        h = h0
+        for layer in layers:
+            h = layer(h, c)
+        h.square().mean().backward()
+        return [p.grad.clone() for p in params]
+
+    def saved_bytes(run):
+        storages, skip = {}, {p.untyped_storage().data_ptr() for p in params}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in skip:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run()
+        return sum(storages.values())
+
+    plain_grads, plain = step(), saved_bytes(step)
+    db.checkpoint_layers(layers)
+    ckpt_grads, ckpt = step(), saved_bytes(step)
+    for a, b in zip(plain_grads, ckpt_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    beyond_inputs = 0  # each layer alone: what it saves besides h and c
+    for layer in db.checkpoint_layers(layers, False):
+        h = torch.randn(N, T, width, requires_grad=True)
+        inputs, storages = {h.untyped_storage().data_ptr(), c.untyped_storage().data_ptr()}, {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in inputs | {p.untyped_storage().data_ptr() for p in params}:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(h, c)
+        beyond_inputs += sum(storages.values())
+    assert 0 < ckpt < plain and plain - ckpt == beyond_inputs
+    model = db.DiffusionBlocks([nn.Sequential(db.AdaLNZeroLayer(width, 2))], checkpoint=True)
+    assert model.blocks[0][0].checkpoint
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("call, message", [

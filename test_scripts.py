@@ -413,7 +413,8 @@ def test_benchmark_bad_flags_are_one_line_errors_before_any_work(args, names):
 
 def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_plus_a_stem(tmp_path):
     """--memory fit (steps at batches 2 and 3, activations extrapolated) gives exactly the bytes of a step at the
-    stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its own stem and head."""
+    stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its own stem and head; the layer
+    that checkpointing recomputes holds 1/L of what checkpointing saves on L identical layers."""
     rows = {}
     for memory in ("fit", "step"):
         out = tmp_path / f"{memory}.json"
@@ -425,7 +426,7 @@ def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_p
     required = {"arch", "blocks", "e2e_bytes", "block_bytes_max", "memory_ratio", "time_ratio", "device"}
     for fit, step in zip(rows["fit"], rows["step"]):
         assert required <= set(fit) and (fit["arch"], fit["blocks"]) == (step["arch"], step["blocks"])
-        for key in ("e2e", "block_max", "ckpt"):
+        for key in ("e2e", "block_max", "ckpt", "both"):
             assert fit[key] == step[key], (fit["arch"], fit["blocks"], key)
         assert len(fit["block_bytes"]) == fit["blocks"] and fit["time_ratio"] > 0
         assert fit["memory_ratio"] == fit["e2e_bytes"] / fit["block_bytes_max"]
@@ -438,6 +439,10 @@ def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_p
     dit = {r["blocks"]: r for r in rows["fit"] if r["arch"] == "dit"}
     assert dit[2]["block_max"]["parameters"] == (dit[2]["e2e"]["parameters"] + stem_and_head) / 2  # 3 of 6 layers
     assert dit[1]["memory_ratio"] == 1.0  # backprop is the one-block container
+    for r in rows["fit"]:  # 6 identical layers: checkpointing keeps their inputs, backward recomputes one layer at a time
+        if r["arch"] in ("vit", "dit", "mdm") and r["blocks"] == 1:
+            assert 6 * r["ckpt"]["recomputed"] == r["e2e"]["activations"] - r["ckpt"]["activations"] > 0, r["arch"]
+    assert dit[2]["both_bytes"] < min(dit[2]["ckpt_bytes"], dit[2]["block_bytes_max"])  # both: less than either
 
 
 # ----------------------------------------------------------------------------------------------
