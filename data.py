@@ -3,6 +3,7 @@ bundled digits, torchvision's MNIST/CIFAR, or an npz file), text as character id
 Tiny Shakespeare, or a UTF-8 file) cut into training windows, and the images' random shifts.
 """
 import os
+import re
 import urllib.request
 import zipfile
 
@@ -150,18 +151,35 @@ def _encode(text, codes, unk):
     return torch.from_numpy(np.where(codes[idx] == points, idx, unk).astype(np.int64))
 
 
+def unique_paragraphs(documents):
+    """The documents with every paragraph (text between blank lines) that occurred before, in this order or
+    earlier in the same document, removed: whitespace-insensitive, so no paragraph can be in two splits."""
+    seen, out = set(), []
+    for doc in documents:
+        kept = []
+        for paragraph in re.split(r"\n[ \t]*\n", doc):
+            key = " ".join(paragraph.split())
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(paragraph)
+        out.append("\n\n".join(kept))
+    return out
+
+
 def load_text(name, data_dir, seed):
     """pydoc, shakespeare, text8 or txt:PATH → dict of train/val/test id tensors and `chars` (id → character).
 
-    text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's `pydoc_data.topics`,
-    topics in a seeded order, then 90 / 5 / 5 % contiguous; shakespeare and txt:PATH: 90 / 5 / 5 % in order.
+    text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's `pydoc_data.topics`, each
+    paragraph once (several topics contain others: without this, test text is also training text), topics in a
+    seeded order, then 90 / 5 / 5 % contiguous; shakespeare and txt:PATH: 90 / 5 / 5 % in order.
     The vocabulary is the training split's characters, plus UNK if the other splits hold others.
     """
     if name == "pydoc":
         from pydoc_data.topics import topics
-        order = torch.randperm(len(topics), generator=torch.Generator().manual_seed(seed)).tolist()
         keys = sorted(topics)
-        text = "\n\n".join(topics[keys[i]] for i in order)
+        unique = unique_paragraphs([topics[k] for k in keys])
+        order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+        text = "\n\n".join(unique[i] for i in order)
     elif name == "shakespeare":
         with open(_download(name, data_dir), encoding="utf-8") as f:
             text = f.read()
@@ -212,7 +230,7 @@ def random_shift(x, max_shift, generator=None):
 
 def load_windows(cfg, window):
     """--dataset cut into windows of `window` characters: (data, training windows at every offset (a view), test
-    windows with non-overlapping targets, the first --eval-sequences of them)."""
+    windows with non-overlapping targets, --eval-sequences of them evenly spaced over the split (0: all))."""
     data = load_text(cfg.dataset, cfg.data_dir, cfg.seed)
     if getattr(cfg, "validation", False):  # choose settings on the validation text, never on the test split
         data = {**data, "test": data["val"]}
@@ -220,4 +238,8 @@ def load_windows(cfg, window):
         common.fail(f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
                     f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len")
     test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window)
-    return data, data["train"].unfold(0, window, 1), test, test if cfg.eval_sequences == 0 else test[:cfg.eval_sequences]
+    if 0 < cfg.eval_sequences < len(test):
+        test_eval = test[torch.linspace(0, len(test) - 1, cfg.eval_sequences).round().long()]
+    else:
+        test_eval = test
+    return data, data["train"].unfold(0, window, 1), test, test_eval

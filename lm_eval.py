@@ -79,22 +79,30 @@ class CharNgram:
         return float(torch.exp(-self.log_probs(seqs)[:, start:].mean()))
 
 
+def distinct_ngrams(seqs, n=4):
+    """Diversity of generated text (N, T): distinct character n-grams over all n-grams, pooled over the N rows (1 for
+    text that never repeats an n-gram; Li et al. 2016's distinct-n)."""
+    grams = seqs.unfold(1, n, 1).reshape(-1, n)  # (N·(T−n+1), n)
+    return len(torch.unique(grams, dim=0)) / len(grams)
+
+
 def continue_held_out(decoders, test, cfg, judge, chars, generator, device):
     """The AR gen_ppl protocol: continue the first seq_len − gen_tokens characters of gen_samples evenly spaced
     test windows by gen_tokens characters, once per decoder (next_logits(x) (N, V), temperature; 0 = greedy).
-    → (texts "prompt ‖ continuation" per decoder, gen_ppl per decoder: the judge's perplexity of the
-    generated characters, the judge's perplexity of the real continuations)."""
+    → (texts "prompt ‖ continuation" per decoder, gen_ppl per decoder: the judge's perplexity of the generated
+    characters, distinct_4 of the continuations per decoder, the judge's perplexity of the real continuations)."""
     held_out = test[torch.linspace(0, len(test) - 1, cfg.gen_samples).long(), :cfg.seq_len].to(device)
     P = cfg.seq_len - cfg.gen_tokens
     prompts = held_out[:, :P]
-    texts, gen_ppl = [], []
+    texts, gen_ppl, distinct = [], [], []
     with torch.no_grad(), common.autocast(device):
         for next_logits, temperature in decoders:
             continuations = generate(next_logits, prompts, cfg.gen_tokens, temperature, generator)
             texts.append([decode(p, chars) + " ‖ " + decode(c, chars)
                           for p, c in zip(prompts, continuations)])
             gen_ppl.append(judge.perplexity(torch.cat([prompts, continuations], 1), start=P))
-    return texts, gen_ppl, judge.perplexity(held_out, start=P)
+            distinct.append(distinct_ngrams(continuations.cpu()))
+    return texts, gen_ppl, distinct, judge.perplexity(held_out, start=P)
 
 
 def reference_bpc(data, judge):
@@ -105,6 +113,36 @@ def reference_bpc(data, judge):
     log2_p = (counts / counts.sum()).log2()
     return {"unigram_bpc": float(-log2_p[data["test"]].mean()),
             "judge_bpc": math.log2(judge.perplexity(data["test"][None]))}
+
+
+def ngram_accuracy(train, windows, vocab, order):
+    """Next-character accuracy on windows (S, n+1) of the training split's argmax n-gram: each target x_{i+1} is
+    predicted as the character most often after the (order−1) characters before it in training (ties: the lowest
+    id), backing off to shorter contexts at the window's start and for contexts training never saw; the reference
+    rows of the AR and Huginn tables (does a model see further back than n−1 characters?)."""
+    train, x, y = train.numpy(), windows[:, :-1].numpy(), windows[:, 1:].numpy()  # (T,), (S, n), (S, n)
+    guess = np.full(y.shape, -1)
+    for k in range(order):  # k characters of context, shortest first: a seen longer context overrides
+        context = np.zeros(len(train) - k, dtype=np.int64)
+        for j in range(k):
+            context = context * vocab + train[j:len(train) - k + j]
+        grams, counts = np.unique(context * vocab + train[k:], return_counts=True)
+        first = np.lexsort((grams % vocab, -counts, grams // vocab))  # by context, most frequent, lowest id
+        contexts, at = np.unique(grams[first] // vocab, return_index=True)  # (C,) sorted, each one's argmax
+        for i in range(max(k - 1, 0), x.shape[1]):
+            query = np.zeros(len(x), dtype=np.int64)
+            for j in range(i - k + 1, i + 1):
+                query = query * vocab + x[:, j]
+            pos = np.searchsorted(contexts, query).clip(max=len(contexts) - 1)
+            guess[:, i] = np.where(contexts[pos] == query, grams[first][at][pos] % vocab, guess[:, i])
+    return float((guess == y).mean())
+
+
+def reference_accuracy(data, windows, split):
+    """{split}_bigram_acc and {split}_trigram_acc of ngram_accuracy on the evaluated windows (S, n+1)."""
+    V = len(data["chars"])
+    return {f"{split}_bigram_acc": ngram_accuracy(data["train"], windows, V, 2),
+            f"{split}_trigram_acc": ngram_accuracy(data["train"], windows, V, 3)}
 
 
 def write_samples(texts, run_dir):

@@ -22,7 +22,7 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from lm_eval import continue_held_out, text_corpus, write_samples
+from lm_eval import continue_held_out, reference_accuracy, text_corpus, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
@@ -54,7 +54,14 @@ class Config(common.DiscreteConfig):
     gen_tokens: int = common.option(24, "characters generated per prompt of seq_len − gen_tokens")
     temperature: float = common.option(0.0, "sampling temperature of generation; 0 = greedy")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    eval_sequences: int = common.option(64, "test sequences per evaluation; 0 = the whole test split")
+    grid: str = common.option("boundaries", "DiffusionBlocks read-out σ grid of its K calls (db.prediction_sigmas): K "
+                              "equal-CDF steps from σ_max, or the authors' K − 1 steps + a final call at σ_min",
+                              ["boundaries", "final"])
+    readout: str = common.option("last", "DiffusionBlocks logits read out: the last call's, or the sum of every "
+                                 "call's log-softmax", ["last", "sum"])
+    eval_sequences: int = common.option(0, "test sequences per evaluation, evenly spaced; 0 = the whole test split")
+    validation: bool = common.option(False, "evaluate on the validation split (5 per cent of the text before the test "
+                                     "split), to choose settings; metrics are then named val_*")
 
 
 TEXT8_TRAIN_CHARS = 90_000_000
@@ -193,16 +200,16 @@ def train_step(model, optimizers, batch, block, generator=None):
 
 
 @torch.no_grad()
-def next_token_logits(model, x, iters, generator=None, start="mean"):
+def next_token_logits(model, x, iters, generator=None, start="mean", grid="boundaries", readout="last"):
     """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes (baseline: 2 + 4K + 2
-    layer evaluations), or the last call of K Euler steps on db.prediction_sigmas (DiffusionBlocks §4; every position
-    shares the step's σ, the prelude runs once, the coda at every step: 2 + 6K) from z_0 = 0 (a prediction) or
-    σ_max·ε (a draw)."""
+    layer evaluations), or the `readout` of K calls on the `grid` of db.prediction_sigmas (DiffusionBlocks §4; every
+    position shares the step's σ, the prelude runs once, the coda at every call: 2 + 6K) from z_0 = 0 (a
+    prediction) or σ_max·ε (a draw); readout "all": every call's logits, (K, N, n, V)."""
     if not isinstance(model, db.DiffusionBlocks):
         return model.recurrent_logits(x, iters, generator=generator)
     e = model.blocks[0].encode(x)
-    sigmas = db.prediction_sigmas(model.sigmas, iters)
-    return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, "last", generator, x.device)
+    sigmas = db.prediction_sigmas(model.sigmas, iters, grid if iters >= 2 else "boundaries")  # "final" needs 2 calls
+    return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator, x.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,8 +235,9 @@ def test_iters(cfg):
 def load_corpus(cfg, device):
     """--dataset cut into windows of seq_len + 1 characters (n contexts, each followed by its target), and its judge."""
     corpus = text_corpus(cfg, cfg.seq_len + 1, device)
-    print(f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / test characters, "
-          f"V = {len(corpus.chars)}; {len(corpus.test_eval)} test sequences of {cfg.seq_len + 1} per evaluation; "
+    print(f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / {corpus.split} "
+          f"characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} {corpus.split} sequences of {cfg.seq_len + 1} "
+          "per evaluation; "
           f"test-time K = {test_iters(cfg)}; gen_ppl judge: Witten–Bell {corpus.judge.order}-gram")
     return corpus
 
@@ -266,22 +274,23 @@ def train_iteration(it, batch, cfg, model, optimizers, iters, generator, tally):
 @torch.no_grad()
 def evaluate(model, cfg, corpus, iters):
     """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy and cross-entropy
-    of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `test_sample_acc`, the expected
+    of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `{split}_sample_acc`, the expected
     accuracy of a temperature-1 draw (baseline: mean probability of the truth; DiffusionBlocks: the argmax
-    accuracy of its chain from noise, which lands on a draw)."""
+    accuracy of its chain from noise, which lands on a draw). {split}: test, or val under --validation."""
     gen, ce, correct, sampled = torch.Generator(corpus.device).manual_seed(cfg.seed), 0.0, 0, 0.0
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
             x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)  # (N, n) contexts and their targets
-            logits = next_token_logits(model, x, iters, gen).float()  # (N, n, V)
+            logits = next_token_logits(model, x, iters, gen, "mean", cfg.grid, cfg.readout).float()  # (N, n, V)
             ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             if isinstance(model, db.DiffusionBlocks):
-                sampled += float((next_token_logits(model, x, iters, gen, "noise").argmax(-1) == y).sum())
+                draws = next_token_logits(model, x, iters, gen, "noise", cfg.grid, cfg.readout)
+                sampled += float((draws.argmax(-1) == y).sum())
             else:
                 sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
-    count = len(corpus.test_eval) * cfg.seq_len
-    return {"test_next_token_acc": correct / count, "test_ce": ce / count, "test_sample_acc": sampled / count}
+    count, split = len(corpus.test_eval) * cfg.seq_len, corpus.split
+    return {f"{split}_next_token_acc": correct / count, f"{split}_ce": ce / count, f"{split}_sample_acc": sampled / count}
 
 
 def quality_at(model, cfg, corpus, iters):
@@ -292,9 +301,25 @@ def quality_at(model, cfg, corpus, iters):
     return {"iters": iters, **result, "layer_evals_per_forward": (network(model).layer_evals - before) / passes}
 
 
-def last_logits(model, iters, generator, start, x):
+@torch.no_grad()
+def readout_accuracies(model, cfg, corpus, iters):
+    """DiffusionBlocks' prediction accuracy at K = iters for every --grid × --readout (chosen on validation text):
+    {split}_next_token_acc_{grid}_{readout}."""
+    hits = {}
+    with common.autocast(corpus.device):
+        for x in corpus.test_eval.split(cfg.batch_size):
+            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)
+            for grid in ("boundaries", "final"):
+                calls = next_token_logits(model, x, iters, None, "mean", grid, "all").float()  # (K, N, n, V)
+                for readout, logits in (("last", calls[-1]), ("sum", calls.log_softmax(-1).sum(0))):
+                    key = f"{corpus.split}_next_token_acc_{grid}_{readout}"
+                    hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
+    return {key: value / (len(corpus.test_eval) * cfg.seq_len) for key, value in hits.items()}
+
+
+def last_logits(model, cfg, iters, generator, start, x):
     """Logits (N, V) of the character after contexts x (N, n), for lm_eval's generation."""
-    return next_token_logits(model, x, iters, generator, start)[:, -1]
+    return next_token_logits(model, x, iters, generator, start, cfg.grid, cfg.readout)[:, -1]
 
 
 def final_evaluation(model, cfg, corpus, run_dir):
@@ -306,13 +331,15 @@ def final_evaluation(model, cfg, corpus, run_dir):
     quality = [quality_at(model, cfg, corpus, k) for k in sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})]
     gen = torch.Generator(corpus.device).manual_seed(cfg.seed)
     chain = isinstance(model, db.DiffusionBlocks)  # its draws come from the chain's start, not a temperature
-    decoders = [(partial(last_logits, model, K, gen, "mean"), 0.0 if chain else cfg.temperature),
-                (partial(last_logits, model, K, gen, "noise"), 0.0 if chain else 1.0)]
-    (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(decoders, corpus.test, cfg, corpus.judge,
-                                                                     corpus.chars, gen, corpus.device)
+    decoders = [(partial(last_logits, model, cfg, K, gen, "mean"), 0.0 if chain else cfg.temperature),
+                (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0)]
+    (texts, _), (gen_ppl, gen_ppl_t1), (distinct, distinct_t1), judge_ppl = continue_held_out(
+        decoders, corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device)
     write_samples(texts, run_dir)
-    return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
-            "quality_vs_iters": quality}
+    return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "distinct_4": distinct, "distinct_4_t1": distinct_t1,
+            "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
+            "quality_vs_iters": quality, **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
+            **(readout_accuracies(model, cfg, corpus, K) if chain else {})}
 
 
 def train(cfg, method, corpus):
@@ -343,15 +370,19 @@ def train(cfg, method, corpus):
     if method == "bptt":
         extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
     else:
-        extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel)
+        extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel,
+                     readout=f"{cfg.grid}/{cfg.readout}")
     return common.method_result(stats, memory, {**final_evaluation(model, cfg, corpus, run_dir), **extra})
 
 
-def report(methods):
+def report(methods, split="test"):
     """Quality, generation, and training compute of each method; the compute ratio when both ran."""
+    first = next(iter(methods.values()))
+    print(f"reference, next-character accuracy on the {split} text: the training split's argmax bigram "
+          f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
     for name, r in methods.items():
-        print(f"{name}: test_next_token_acc {r['test_next_token_acc']:.4f}, test_ce {r['test_ce']:.4f} nats, "
-              f"test_sample_acc {r['test_sample_acc']:.4f} at K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
+        print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
+              f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
               f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
               f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per step × "
               f"{r['iters']} steps = {r['train_layer_evals']:,}")
@@ -365,21 +396,21 @@ def report(methods):
               f"{bp['train_seconds'] / dbk['train_seconds']:.2f}×")
 
 
-def plot_quality_vs_iters(methods, mean_iters, out):
+def plot_quality_vs_iters(methods, mean_iters, out, split="test"):
     """--out/quality_vs_iters.png: against test-time K, both methods, like with like: the accuracy of predictions
     (argmax; DiffusionBlocks from z_0 = 0) and of temperature-1 draws (DiffusionBlocks from noise); cross-entropy."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys in zip(axes, (("test_next_token_acc", "test_sample_acc"), ("test_ce",))):
+    for ax, keys in zip(axes, ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))):
         for name, r in methods.items():
             q = r["quality_vs_iters"]
             for key, style in zip(keys, ("-", "--")):
-                label = f"{name}, {'draws' if key == 'test_sample_acc' else 'predictions'}" if len(keys) > 1 else name
+                label = f"{name}, {'draws' if key.endswith('sample_acc') else 'predictions'}" if len(keys) > 1 else name
                 ax.plot([p["iters"] for p in q], [p[key] for p in q], style, marker="o", label=label)
         ax.axvline(mean_iters, color="gray", ls=":", label=f"training mean K = {mean_iters}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test-time iterations K (core passes / Euler steps)")
-        ax.set_ylabel("test next-character accuracy" if len(keys) > 1 else "test cross-entropy (nats)")
+        ax.set_ylabel(f"{split} next-character accuracy" if len(keys) > 1 else f"{split} cross-entropy (nats)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -392,13 +423,14 @@ def main(cfg):
     corpus = load_corpus(cfg, device)
     for method in METHODS if cfg.method == "all" else [cfg.method]:
         metrics = common.write_metrics(cfg, "train_huginn.py", method, train(cfg, method, corpus), device)
-    common.print_table(metrics["methods"], "test_next_token_acc", baseline="bptt")
-    report(metrics["methods"])
-    common.plot_comparison(metrics["methods"], "test_next_token_acc", cfg.out, "train_seconds", "training seconds")
-    plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out)
+    headline = f"{corpus.split}_next_token_acc"
+    common.print_table(metrics["methods"], headline, baseline="bptt")
+    report(metrics["methods"], corpus.split)
+    common.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds", "training seconds")
+    plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
     return metrics
 
 
 if __name__ == "__main__":
-    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS, check=check_config), "test_next_token_acc",
-                     baseline="bptt")
+    config = common.parse_config(Config, PRESETS, METHODS, check=check_config)
+    common.run_seeds(main, config, f"{'val' if config.validation else 'test'}_next_token_acc", baseline="bptt")

@@ -24,11 +24,12 @@ import torch.nn.functional as F
 import common
 import diffusionblocks as db
 from data import UNK, decode
-from lm_eval import continue_held_out, reference_bpc, text_corpus, write_samples
+from lm_eval import continue_held_out, distinct_ngrams, reference_accuracy, reference_bpc, text_corpus, write_samples
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
 T_MIN = 1e-3  # MDM training draws t ≥ T_MIN, MDLM's sampling_eps: the 1/t weight stays bounded
+TEMPERATURES = (0.5, 0.7, 0.85, 1)  # AR backprop's sampling temperatures, to match DiffusionBlocks' sharpness
 
 
 @dataclasses.dataclass
@@ -50,7 +51,7 @@ class Config(common.DiscreteConfig):
     gen_tokens: int = common.option(64, "AR: characters generated per held-out prompt of seq_len − gen_tokens")
     temperature: float = common.option(0.0, "sampling temperature of AR generation; 0 = greedy (paper)")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    eval_sequences: int = common.option(256, "test sequences per evaluation; 0 = the whole test split")
+    eval_sequences: int = common.option(0, "test sequences per evaluation, evenly spaced; 0 = the whole test split")
     grid: str = common.option("final", "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the authors' Euler "
                               "steps + a final call at σ_min, or one call per block at its top; chosen on validation "
                               "text (README)", ["final", "boundaries"])
@@ -418,21 +419,29 @@ def evaluate(model, cfg, corpus):
 
 def final_evaluation(model, cfg, corpus, run_dir):
     """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice. AR: greedy
-    (or --temperature) continuations of held-out prompts, and draws at temperature 1 (gen_ppl_t1); DiffusionBlocks'
-    chain predicts from z_0 = 0 and draws from noise (its own temperature)."""
+    (or --temperature) continuations of held-out prompts and draws; backprop draws at each of TEMPERATURES (gen_ppl_T*,
+    distinct_4_T*: quality beside diversity, for samples at matched sharpness), DiffusionBlocks' chain predicts from
+    z_0 = 0 and draws from noise (its own temperature; _t1 keys); the argmax bigram and trigram reference accuracies."""
     gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
     if cfg.model == "ar":
-        decoders = [(partial(next_char_logits, model, cfg, gen, start),
-                     0.0 if isinstance(model, db.DiffusionBlocks) else temperature)
-                    for start, temperature in (("mean", cfg.temperature), ("noise", 1.0))]
-        (texts, _), (gen_ppl, gen_ppl_t1), judge_ppl = continue_held_out(
-            decoders, corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
-        result = {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "judge_ppl_held_out": judge_ppl}
+        if isinstance(model, db.DiffusionBlocks):
+            decoders = {"": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
+                        "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0)}
+        else:
+            logits = partial(next_char_logits, model, cfg, gen, "mean")
+            decoders = {"": (logits, cfg.temperature), **{f"_T{t:g}": (logits, t) for t in TEMPERATURES}}
+            decoders["_t1"] = decoders["_T1"]
+        texts, gen_ppl, distinct, judge_ppl = continue_held_out(
+            list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
+        result = {"judge_ppl_held_out": judge_ppl, **reference_accuracy(corpus.data, corpus.test_eval, corpus.split)}
+        for name, ppl, dist in zip(decoders, gen_ppl, distinct):
+            result.update({f"gen_ppl{name}": ppl, f"distinct_4{name}": dist})
+        texts = texts[0]
     else:
         with torch.no_grad(), common.autocast(corpus.device):
             samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, corpus.device)
             texts = [decode(s, chars) for s in samples]
-            result = {"gen_ppl": corpus.judge.perplexity(samples),
+            result = {"gen_ppl": corpus.judge.perplexity(samples), "distinct_4": distinct_ngrams(samples.cpu()),
                       "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
                       f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist()}
     write_samples(texts, run_dir)
@@ -464,18 +473,23 @@ def train(cfg, method, corpus):
 
 
 def report(methods, ar, split="test"):
-    """The metrics beside the table's headline, the reference models' bpc, and two samples per method."""
+    """The metrics beside the table's headline, the reference models' bpc (and accuracies), AR samples at each
+    sharpness, and two samples per method."""
     first = next(iter(methods.values()))
     print(f"reference, bits per character of the {split} text: training-split unigram {first['unigram_bpc']:.3f}, "
           f"n-gram judge {first['judge_bpc']:.3f}")
+    if ar:
+        print(f"reference, next-character accuracy of the training split's argmax bigram "
+              f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
     for name, r in methods.items():
         if ar:
             block0 = (f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
                       f"ce {r[split + '_ce_block0']:.4f}" if split + "_ce_block0" in r else "")
             print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
-                  f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}, "
-                  f"gen_ppl {r['gen_ppl']:.3f} (T = 1 samples: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
-                  f"{r['judge_ppl_held_out']:.3f})")
+                  f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}; judge on the real continuations: "
+                  f"{r['judge_ppl_held_out']:.3f}")
+            for decoder, key in sharpness_points(r):
+                print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, distinct_4 {r['distinct_4' + key]:.3f}")
         else:
             print(f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
                   f"{' + '.join(f'{v:.4f}' for v in r[split + '_bpc_per_block'])} "
@@ -483,6 +497,35 @@ def report(methods, ar, split="test"):
                   f"(judge on {split} text: {r['judge_ppl_held_out']:.3f})")
         for text in r["samples"][:2]:
             print(f"  sample: {text!r}")
+
+
+def sharpness_points(r):
+    """(decoder name, metrics key suffix) of an AR method's generations: greedy or the chain from z_0 = 0, backprop's
+    temperatures, DiffusionBlocks' chain from noise."""
+    if "gen_ppl_T1" in r:
+        return [("greedy", "")] + [(f"T = {t:g}", f"_T{t:g}") for t in TEMPERATURES]
+    return [("chain from z_0 = 0", ""), ("chain from noise", "_t1")]
+
+
+def plot_sharpness(methods, out):
+    """--out/sharpness.png: AR generations as quality (gen_ppl under the judge, lower is better) against diversity
+    (distinct_4): backprop over temperatures as a curve, DiffusionBlocks' two chains as points."""
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in methods.items():
+        points = sharpness_points(r)
+        xs, ys = [r["distinct_4" + k] for _, k in points], [r["gen_ppl" + k] for _, k in points]
+        ax.plot(xs, ys, "-o" if len(points) > 2 else "s", label=name)
+        for (decoder, _), x, y in zip(points, xs, ys):
+            ax.annotate(decoder, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("diversity: distinct character 4-grams of the continuations")
+    ax.set_ylabel("gen_ppl under the judge (lower is better)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sharpness.png"), dpi=120)
+    plt.close(fig)
 
 
 def plot_bpc_per_block(methods, out, split="test"):
@@ -506,7 +549,7 @@ def main(cfg):
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
     ar, split = cfg.model == "ar", corpus.split
-    headline, curve = ("gen_ppl", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
+    headline, curve = (f"{split}_next_token_acc", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", len(corpus.chars)).to(device)
         metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
@@ -521,11 +564,14 @@ def main(cfg):
     common.print_table(metrics["methods"], headline)
     report(metrics["methods"], ar, split)
     common.plot_comparison(metrics["methods"], curve, cfg.out)
-    if not ar:
+    if ar:
+        plot_sharpness(metrics["methods"], cfg.out)
+    else:
         plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
 
 
 if __name__ == "__main__":
     config = parse_args()
-    common.run_seeds(main, config, "gen_ppl" if config.model == "ar" else ("val_bpc" if config.validation else "test_bpc"))
+    split = "val" if config.validation else "test"
+    common.run_seeds(main, config, f"{split}_next_token_acc" if config.model == "ar" else f"{split}_bpc")
