@@ -174,7 +174,7 @@ COMMAND = {}  # the script, its flags and --out, as parsed: resume_command conti
 
 
 def resume_command(**changes):
-    """The command line that continues this run from its checkpoints in --out, with `changes` (field: value) as flags."""
+    """The command line that continues this run from its checkpoints in --out, with `changes` (field: value)."""
     flags = {"--" + key.replace("_", "-"): f"{value:g}" for key, value in changes.items()}
     argv, words = [], iter(COMMAND.get("argv", []))
     for word in words:
@@ -372,7 +372,8 @@ def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_eve
             _set_state(obj, saved["state"][name])
         set_global_rng_state(saved["rng"])
         stats = saved["stats"]
-        changed = {k: [saved["config"][k], getattr(cfg, k)] for k in RESUME_FIELDS if saved["config"][k] != getattr(cfg, k)}
+        changed = {k: [saved["config"][k], getattr(cfg, k)] for k in RESUME_FIELDS
+                   if saved["config"][k] != getattr(cfg, k)}
         if changed:
             stats.setdefault("resumed_with", []).append({"iter": stats["iter"], **changed})
         print(f"resumed {ckpt_path} at iteration {stats['iter']}" + "".join(
@@ -388,6 +389,7 @@ def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_eve
         for part in blocks_of(state["model"]):
             part.compile()  # in place: the state dict keeps its names, so checkpoints do not depend on it
     pending = []  # (iteration, loss still on the device)
+    bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
 
     def read_losses():
         """Read the pending losses back (waits for the device); a non-finite one stops the run, saving nothing."""
@@ -399,6 +401,7 @@ def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_eve
                 kept = (f"the last checkpoint, {ckpt_path} at iteration {saved_iter}, holds finite steps only"
                         if saved_iter is not None else "no checkpoint was written before it")
                 lower = cfg.lr / 10
+                bar.close()
                 fail(f"loss became {loss} at iteration {it} ({desc}); {kept}. Continue with a lower learning rate: "
                      f"{resume_command(lr=lower, min_lr=min(cfg.min_lr, lower))}", status=1)
         stats["losses"] += losses
@@ -411,7 +414,6 @@ def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_eve
                      "stats": stats, "config": dataclasses.asdict(cfg)}, ckpt_path)
         saved_iter = stats["iter"]
 
-    bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
     for it in bar:
         batch = get_batch(it)
         t0 = time.perf_counter()
@@ -452,8 +454,8 @@ class Many:
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ after each of its
-    updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that forgets the initial weights early."""
+    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ after each of
+    its updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that forgets the initial weights."""
 
     def __init__(self, module, decay):
         self.module, self.decay, self.updates = module, decay, 0

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -216,8 +217,11 @@ def inception_network(device):
 
 
 def frechet_distance(a, b):
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2·(Σ_a^½ Σ_b Σ_a^½)^½), Gaussians fitted to rows (FID, Heusel et al. 2017)."""
+    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2·(Σ_a^½ Σ_b Σ_a^½)^½), Gaussians fitted to rows (FID, Heusel et al. 2017); NaN
+    when a feature is not a finite number (samples of a diverged model)."""
     a, b = a.double(), b.double()
+    if not (a.isfinite().all() and b.isfinite().all()):
+        return math.nan
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)  # (K, K)
     eigvals, eigvecs = torch.linalg.eigh(cov_a)
     root_a = eigvecs @ torch.diag(eigvals.clamp(min=0).sqrt()) @ eigvecs.T  # Σ_a^½ (symmetric PSD)
