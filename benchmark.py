@@ -288,7 +288,7 @@ def verdict_both(r):
     less = r["both_bytes"] < min(r["ckpt_bytes"], r["block_bytes_max"])
     near = r["both_memory_ratio"] >= 0.9 * r["both_bound_ratio"]
     return (f"{'ok' if less and near else 'MISS'}: {'less' if less else 'NOT less'} than either alone, "
-            f"{r['both_memory_ratio'] / r['both_bound_ratio']:.0%} of the bound {r['both_bound_ratio']:.2f} "
+            f"{r['both_memory_ratio'] / r['both_bound_ratio']:.1%} of the bound {r['both_bound_ratio']:.2f} "
             f"(checkpointing's bytes ÷ B but the recomputed layer's)"
             + (f"; CUDA peak {common.mib(r['both_cuda_peak_max']):.0f} MiB" if "both_cuda_peak_max" in r else ""))
 
