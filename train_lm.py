@@ -54,9 +54,9 @@ class Config(common.DiscreteConfig):
     eval_sequences: int = common.option(0, "test sequences per evaluation, evenly spaced; 0 = the whole test split")
     grid: str = common.option("final", "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the authors' Euler "
                               "steps + a final call at σ_min, or one call per block at its top; chosen on validation "
-                              "text (README)", ["final", "boundaries"])
+                              "text (results/README.md)", ["final", "boundaries"])
     readout: str = common.option("sum", "AR DiffusionBlocks logits read out: the sum of every call's log-softmax, or "
-                                 "the last call's; chosen on validation text (README)", ["sum", "last"])
+                                 "the last call's; chosen on validation text (results/README.md)", ["sum", "last"])
     validation: bool = common.option(False, "evaluate on the validation split (5 per cent of the text before the test "
                                      "split), to choose settings; metrics are then named val_*")
 
@@ -65,7 +65,7 @@ PRESETS = {  # per --model; a flag overrides any of these
     "mdm": {
         "smoke": dict(layers=3, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       elbo_samples=2, sample_steps=6, gen_samples=4, eval_sequences=8),
-        "cpu": dict(blocks=3, gamma=0.05, seq_len=64, steps=1000, lr=6e-4),  # lr: backprop's validation bpc (README)
+        "cpu": dict(blocks=3, gamma=0.05, seq_len=64, steps=1000, lr=6e-4),  # lr: backprop's validation bpc (results/)
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=3, gamma=0.05,
                       lr=3e-4, min_lr=3e-5, weight_decay=0.03, warmup=2000 / 100_000, eval_every=5000,
                       ckpt_every=5000, eval_sequences=0, sample_steps=255,
@@ -75,7 +75,7 @@ PRESETS = {  # per --model; a flag overrides any of these
         "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
                       blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
         "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3, gen_tokens=32,
-                    mislabel=0.6),  # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks' (README)
+                    mislabel=0.6),  # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks' (results/)
         "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
                       lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000, mislabel=0.6,
                       ckpt_every=5000, eval_sequences=0,
@@ -421,7 +421,8 @@ def final_evaluation(model, cfg, corpus, run_dir):
     """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice. AR: greedy
     (or --temperature) continuations of held-out prompts and draws; backprop draws at each of TEMPERATURES (gen_ppl_T*,
     distinct_4_T*: quality beside diversity, for samples at matched sharpness), DiffusionBlocks' chain predicts from
-    z_0 = 0 and draws from noise (its own temperature; _t1 keys); the argmax bigram and trigram reference accuracies."""
+    z_0 = 0 and draws from noise (its own temperature; _t1 keys; backprop's _t1 is a second, independent set of T = 1
+    draws); the argmax bigram and trigram reference accuracies."""
     gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
     if cfg.model == "ar":
         if isinstance(model, db.DiffusionBlocks):
@@ -507,6 +508,17 @@ def sharpness_points(r):
     return [("chain from z_0 = 0", ""), ("chain from noise", "_t1")]
 
 
+def matched_sharpness(methods):
+    """Backprop's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in distinct_4 between the
+    two backprop decoders (greedy, then rising temperature) around the chain from noise's distinct_4 → (that,
+    the chain's gen_ppl, its distinct_4); lower gen_ppl wins at matched sharpness."""
+    bp, dbk = methods["backprop"], methods["diffusionblocks"]
+    xs = [bp["distinct_4" + k] for _, k in sharpness_points(bp)]
+    ys = [math.log(bp["gen_ppl" + k]) for _, k in sharpness_points(bp)]
+    x = dbk["distinct_4_t1"]
+    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
+
+
 def plot_sharpness(methods, out):
     """--out/sharpness.png: AR generations as quality (gen_ppl under the judge, lower is better) against diversity
     (distinct_4): backprop over temperatures as a curve, DiffusionBlocks' two chains as points."""
@@ -566,6 +578,10 @@ def main(cfg):
     common.plot_comparison(metrics["methods"], curve, cfg.out)
     if ar:
         plot_sharpness(metrics["methods"], cfg.out)
+        if set(metrics["methods"]) == set(METHODS):
+            print("samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from noise): gen_ppl "
+                  "backprop {0:.3f} (interpolated over its temperatures), DiffusionBlocks {1:.3f}".format(
+                      *matched_sharpness(metrics["methods"])))
     else:
         plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
