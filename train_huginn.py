@@ -42,11 +42,11 @@ class Config(common.DiscreteConfig):
                                         "measured time ratio falls under 5× on a CPU)")
     bptt: int = common.option(4, "baseline: iterations that get gradients, the last ones (CPU-sized; paper: 8)")
     infer_iters: int = common.option(0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)")
-    steps: int = common.option(600, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult")
+    steps: int = common.option(800, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult")
     db_steps_mult: int = common.option(1, "DiffusionBlocks iterations per baseline iteration: 1 = equal data passes, "
                                           "3 = the paper's 3× longer schedule")
-    batch_size: int = common.option(16, "sequences per batch (CPU-sized)")
-    lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized)")
+    batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
+    lr: float = common.option(3e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)")
     min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
     weight_decay: float = common.option(0.03, "AdamW weight decay (as train_lm.py)")
     eval_every: int = common.option(200, "iterations between test evaluations (learning curves)")
@@ -54,6 +54,8 @@ class Config(common.DiscreteConfig):
     gen_tokens: int = common.option(24, "characters generated per prompt of seq_len − gen_tokens")
     temperature: float = common.option(0.0, "sampling temperature of generation; 0 = greedy")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
+    mislabel: float = common.option(0.6, "rate of wrong-character hints in DiffusionBlocks training (a corrupted "
+                                    "forward process); chosen on validation text (results/)")
     grid: str = common.option("boundaries", "DiffusionBlocks read-out σ grid of its K calls (db.prediction_sigmas): K "
                               "equal-CDF steps from σ_max, or the authors' K − 1 steps + a final call at σ_min",
                               ["boundaries", "final"])
@@ -99,12 +101,14 @@ class RecurrentDepthLM(nn.Module):
                  bptt=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
+        nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2; at std 1 they drown them)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))  # learned positions, as train_lm's CausalLM
         self.cond = nn.Parameter(torch.zeros(width))  # condition of the prelude, the coda and the baseline's core
         self.prelude = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(prelude))
         self.adapter = nn.Linear(2 * width, width)  # [state ; e] → width, as Huginn
         self.core = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(core))
         self.state_norm = nn.LayerNorm(width)
+        self.input_norm = nn.LayerNorm(width)  # e at the state's scale: else the adapter sees noise ≫ input at init
         self.coda = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(coda))
         self.final = db.FinalLayer(width, vocab)
         if target_dim:
@@ -123,9 +127,9 @@ class RecurrentDepthLM(nn.Module):
         return h
 
     def encode(self, x):
-        """The prelude: e = P(x) for context ids x (N, n) → (N, n, D)."""
+        """The prelude: e = norm(P(x)) for context ids x (N, n) → (N, n, D), unit scale like the state."""
         h = self.tok(x) + self.pos[:x.shape[1]]
-        return self.run(self.prelude, h, self.cond.expand(len(x), -1))
+        return self.input_norm(self.run(self.prelude, h, self.cond.expand(len(x), -1)))
 
     def iterate(self, s, e, c):
         """One core pass: s ← norm(R(adapter([s ; e]), c)), (N, n, D) → (N, n, D)."""
