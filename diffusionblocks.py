@@ -113,14 +113,14 @@ def sampling_sigmas(num_steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=
     return sigmas
 
 
-def prediction_sigmas(sigmas, calls, grid="boundaries", p_mean=P_MEAN, p_std=P_STD):
+def prediction_sigmas(sigmas, calls, grid="final", p_mean=P_MEAN, p_std=P_STD):
     """Descending σ grid (float64, on the CPU) of a read-out chain with `calls` network calls (one per σ but the last)
     (§4). sigmas: the B + 1 block boundaries, on any device.
 
     "boundaries": calls/B steps equal in the log-normal CDF inside each block's slice, starting at its top,
     so every block is called equally often (for B calls: once each, at σ_max and the inner boundaries).
-    "final": the authors' read-out, calls − 1 Euler steps on the equal-CDF grid (`sampling_sigmas`) and
-    one more call at σ_min, written as a zero-length last step (σ_min repeated).
+    "final" (default, chosen on validation data): the authors' read-out, calls − 1 Euler steps on the
+    equal-CDF grid (`sampling_sigmas`) and one more call at σ_min, written as a zero-length last step.
     """
     num_blocks = len(sigmas) - 1
     if grid == "boundaries":
@@ -311,15 +311,16 @@ class DiffusionBlocks(nn.Module):
       "uniform": ℓ with weight 1 at every σ. The default for discrete targets: λ puts a block's loss at
                  the bottom of its slice, where the noisy label already gives the answer, while the read-out
                  chain queries the block at the top; measured on validation data it reads out worse
-                 (README, ViT ablation). The authors' ViT code trains with mean(ℓ)·mean(λ), i.e. the same.
+                 (results/README.md, ViT read-out study). The authors' ViT code trains with mean(ℓ)·mean(λ),
+                 i.e. the same.
     `mislabel` (discrete targets): rate r of a corrupted forward process. With probability r per sample
     (token), z = E[k] + σε is built from a uniformly drawn wrong class k ≠ y while the target stays y, so
     q(z | y) = (1−r)·N(E[y], σ²) + r·mean_k≠y N(E[k], σ²). A block can then no longer copy the label
     its input carries, and must check it against x. Each block draws its own corruption: it still
-    trains alone.
+    trains alone. Default: 0.2 for discrete targets (the ViT read-out study's choice), 0 for continuous.
     """
 
-    def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", weighting=None, mislabel=0.0,
+    def __init__(self, blocks, embedding=None, gamma=0.0, partition="equiprob", weighting=None, mislabel=None,
                  sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, p_mean=P_MEAN, p_std=P_STD,
                  checkpoint=False):
         super().__init__()
@@ -331,6 +332,7 @@ class DiffusionBlocks(nn.Module):
                     raise ValueError(f"blocks {seen[id(p)]} and {b} share a trainable parameter; "
                                      "each block must own its own (build a fresh module per block)")
         weighting = weighting or ("uniform" if embedding is not None else "edm")
+        mislabel = (0.2 if embedding is not None else 0.0) if mislabel is None else mislabel
         if weighting not in ("edm", "uniform"):
             raise ValueError(f"weighting must be 'edm' or 'uniform', got {weighting!r}")
         if not 0 <= mislabel < 1 or (mislabel and embedding is None):
@@ -416,14 +418,15 @@ class DiffusionBlocks(nn.Module):
         return (sampler or sample_euler)(lambda z, sigma: self.denoise(z, sigma, x), sigmas, noise)
 
     @torch.no_grad()
-    def predict(self, x, shape, sigmas, start="mean", readout="last", generator=None, device=None):
+    def predict(self, x, shape, sigmas, start="mean", readout="sum", generator=None, device=None):
         """Discrete y: logits read out of the Euler chain on `sigmas` (§4; grids: `prediction_sigmas`).
 
         start="mean": z_0 = 0, the prior's mean; deterministic, and for an exact denoiser it lands on the
         posterior's mode: a *prediction*, to compare with a baseline's argmax. start="noise": z_0 = σ_0·ε;
         the probability-flow ODE then lands on a *draw* from the model's distribution, to compare with a
-        baseline's temperature-1 sampling. readout: "last", the last call's logits; "sum", the sum of every
-        call's log-softmax (each block's vote); "all", every call's logits stacked, (calls, *shape[:-1], K).
+        baseline's temperature-1 sampling. readout: "sum" (default, chosen on validation data), the sum of
+        every call's log-softmax (each block's vote); "last", the last call's logits; "all", every call's
+        logits stacked, (calls, *shape[:-1], K).
         """
         if start not in ("mean", "noise") or readout not in ("last", "sum", "all"):
             raise ValueError(f"start must be 'mean' or 'noise' and readout 'last', 'sum' or 'all'; "

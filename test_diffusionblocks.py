@@ -204,8 +204,8 @@ def test_mean_start_chain_is_deterministic_and_returns_the_posterior_mode(grid):
     model = discrete_oracle_model()
     prior = torch.distributions.Dirichlet(torch.ones(4)).sample((2000,))  # a different posterior per sample
     sigmas = db.prediction_sigmas(model.sigmas, 3, grid)
-    logits = model.predict(prior, (2000, 6), sigmas, start="mean", generator=torch.Generator().manual_seed(1))
-    again = model.predict(prior, (2000, 6), sigmas, start="mean", generator=torch.Generator().manual_seed(2))
+    logits = model.predict(prior, (2000, 6), sigmas, "mean", "last", torch.Generator().manual_seed(1))
+    again = model.predict(prior, (2000, 6), sigmas, "mean", "last", torch.Generator().manual_seed(2))
     assert torch.equal(logits, again)  # no noise is drawn
     assert torch.equal(logits.argmax(-1), prior.argmax(-1))
 
@@ -214,7 +214,7 @@ def test_noise_start_chain_samples_the_posterior():
     """From z_0 = σ_max·ε the probability-flow ODE lands on a draw: class frequencies match π (χ², 3 dof)."""
     model, n = discrete_oracle_model(), 4000
     prior = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(n, 4)
-    logits = model.predict(prior, (n, 6), db.sampling_sigmas(200), start="noise",
+    logits = model.predict(prior, (n, 6), db.sampling_sigmas(200), start="noise", readout="last",
                            generator=torch.Generator().manual_seed(0))
     counts = torch.bincount(logits.argmax(-1), minlength=4).double()
     expected = n * prior[0].double()
@@ -224,7 +224,7 @@ def test_noise_start_chain_samples_the_posterior():
 def test_prediction_grids_call_each_block_as_documented():
     sigmas = db.block_sigmas(3)
     for k in (1, 2, 4):  # boundaries: k calls per block, equal steps in p_σ mass, starting at each slice's top
-        grid = db.prediction_sigmas(sigmas, 3 * k)
+        grid = db.prediction_sigmas(sigmas, 3 * k, "boundaries")
         assert np.bincount(db.block_of(grid[:-1], sigmas).numpy(), minlength=3).tolist() == [k, k, k]
         masses = [lognormal_mass(float(lo), float(hi)) for hi, lo in zip(grid[:-1], grid[1:])]
         assert max(masses) == pytest.approx(min(masses), rel=1e-4)
@@ -250,7 +250,7 @@ def test_discrete_loss_weighting(weighting):
     logits = torch.randn(4096, 4, generator=torch.Generator().manual_seed(0))
     target = torch.randint(4, (4096,), generator=torch.Generator().manual_seed(1))
     model = db.DiffusionBlocks([Echo(logits) for _ in range(3)], embedding=db.target_embedding(4, 8),
-                               weighting=weighting)
+                               weighting=weighting, mislabel=0.0)  # no hint draws: σ is the generator's first draw
     ce = nn.functional.cross_entropy(logits, target, reduction="none")
     gen = torch.Generator().manual_seed(2)
     loss = model.loss(None, target, block=1, generator=gen)
@@ -507,7 +507,7 @@ def test_checkpointed_layers_give_the_same_gradients_and_save_only_their_inputs(
     (lambda: db.sampling_sigmas(0), "num_steps"),
     (lambda: db.AdaLNZeroLayer(30, heads=4), "divisible"),
     (lambda: db.AdaLNZeroLayer(12, heads=4, rope=True), "even width"),
-    (lambda: db.prediction_sigmas(db.block_sigmas(3), 4), "multiple of B"),
+    (lambda: db.prediction_sigmas(db.block_sigmas(3), 4, "boundaries"), "multiple of B"),
     (lambda: db.prediction_sigmas(db.block_sigmas(3), 1, "final"), "calls >= 2"),
     (lambda: db.DiffusionBlocks([nn.Linear(1, 1)], weighting="lambda"), "weighting"),
     (lambda: db.DiffusionBlocks([nn.Linear(1, 1)], mislabel=0.2), "mislabel"),
