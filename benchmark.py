@@ -350,8 +350,8 @@ def plot(rows, path):
     ax.minorticks_off()
     ax.set_xlabel("blocks B")
     ax.set_ylabel("training memory per step, largest block / end-to-end")
-    ax.set_title(f"measured on {rows[0]['device']}: parameters, gradients, AdamW state, activations "
-                 "(checkpointing: and the layer recomputed)", fontsize=9)
+    ax.set_title(f"measured on {rows[0]['device']}: parameters, gradients, AdamW state, activations\n"
+                 "(checkpointing: and the layer that backward recomputes)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
