@@ -73,7 +73,7 @@ def test_ngram_accuracy_matches_brute_force(order):
 
 
 def test_ngram_accuracy_of_a_deterministic_text_is_one_past_its_order():
-    # "abcabc…": a bigram knows every next character; a unigram guesses the most frequent one (ties: the lowest id, a).
+    # "abcabc…": a bigram knows every next character; a unigram guesses the most frequent one (ties: lowest id).
     train = torch.arange(300) % 3
     windows = (torch.arange(10)[:, None] + torch.arange(7)) % 3  # (10, 7) windows of the same text
     assert ngram_accuracy(train, windows, 3, 2) == 1.0

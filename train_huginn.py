@@ -212,7 +212,7 @@ def next_token_logits(model, x, iters, generator=None, start="mean", grid="bound
     if not isinstance(model, db.DiffusionBlocks):
         return model.recurrent_logits(x, iters, generator=generator)
     e = model.blocks[0].encode(x)
-    sigmas = db.prediction_sigmas(model.sigmas, iters, grid if iters >= 2 else "boundaries")  # "final" needs 2 calls
+    sigmas = db.prediction_sigmas(model.sigmas, iters, grid if iters >= 2 else "boundaries")  # "final": ≥ 2 calls
     return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator, x.device)
 
 
@@ -294,7 +294,8 @@ def evaluate(model, cfg, corpus, iters):
             else:
                 sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
     count, split = len(corpus.test_eval) * cfg.seq_len, corpus.split
-    return {f"{split}_next_token_acc": correct / count, f"{split}_ce": ce / count, f"{split}_sample_acc": sampled / count}
+    return {f"{split}_next_token_acc": correct / count, f"{split}_ce": ce / count,
+            f"{split}_sample_acc": sampled / count}
 
 
 def quality_at(model, cfg, corpus, iters):
@@ -386,7 +387,8 @@ def report(methods, split="test"):
           f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
     for name, r in methods.items():
         print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
-              f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
+              f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at K = {r['test_iters']}, "
+              f"gen_ppl {r['gen_ppl']:.3f} "
               f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
               f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per step × "
               f"{r['iters']} steps = {r['train_layer_evals']:,}")

@@ -513,10 +513,9 @@ def matched_sharpness(methods):
     two backprop decoders (greedy, then rising temperature) around the chain from noise's distinct_4 → (that,
     the chain's gen_ppl, its distinct_4); lower gen_ppl wins at matched sharpness."""
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    xs = [bp["distinct_4" + k] for _, k in sharpness_points(bp)]
-    ys = [math.log(bp["gen_ppl" + k]) for _, k in sharpness_points(bp)]
+    xs, ys = zip(*sorted((bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)))
     x = dbk["distinct_4_t1"]
-    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
+    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x  # np.interp needs xs ascending
 
 
 def plot_sharpness(methods, out):
