@@ -1,9 +1,13 @@
-"""The run plumbing of the train_*.py scripts: config and flags, device and seed, the training loop with atomic
-checkpoints (and the one that trains a model's blocks), memory measurement, metrics, the comparison table and plots.
+"""Run plumbing of the train_*.py scripts. Nothing of the method is here: a reader may skip this
+file.
 
-The method lives in diffusionblocks.py and the datasets in data.py, so that each script shows only its model,
-its training step and its evaluation.
+Config and flags (with their one-line errors), device and seed, the `Loop` around each script's own
+training loop (timing, losses read back, learning curve, atomic checkpoints, exact --resume,
+divergence), memory measurement, --block / --assemble / torchrun, metrics.json, the comparison table
+and plots. The method lives in diffusionblocks.py, the datasets in data.py; each script shows its
+model, its training step and loop, and its evaluation.
 """
+
 import argparse
 import copy
 import dataclasses
@@ -26,48 +30,84 @@ import diffusionblocks as db
 # Config and flags
 # ----------------------------------------------------------------------------------------------
 
+
 def option(default, help, choices=None):
-    """A config field with its help text (and allowed values), turned into a flag by `parse_config`."""
+    """A config field with its help text (and allowed values), turned into a flag by
+    `parse_config`."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclasses.dataclass
 class BaseConfig:
-    """Fields every script has; defaults are the CPU-sized preset unless a comment says otherwise."""
-    preset: str = option("cpu", "smoke: seconds (tests); cpu: the default comparison; paper: the paper's setup, one GPU")
-    method: str = option("all", "which method to train; 'all' trains each and prints the comparison")
+    """Fields every script has; defaults are the CPU-sized preset unless a comment says
+    otherwise."""
+
+    preset: str = option(
+        "cpu",
+        "smoke: seconds (tests); cpu: the default comparison; paper: the paper's setup, one GPU",
+    )
+    method: str = option(
+        "all", "which method to train; 'all' trains each and prints the comparison"
+    )
     dataset: str = option("digits", "dataset name, or npz:PATH / txt:PATH")
     data_dir: str = option("data", "where real datasets are downloaded or looked for")
-    blocks: int = option(3, "B, the number of blocks (the paper's value for every task but AR text)")
-    gamma: float = option(0.05, "overlap γ between neighbouring noise slices (paper: 0.05, 0 in ablations)")
+    blocks: int = option(
+        3, "B, the number of blocks (the paper's value for every task but AR text)"
+    )
+    gamma: float = option(
+        0.05, "overlap γ between neighbouring noise slices (paper: 0.05, 0 in ablations)"
+    )
     partition: str = option("equiprob", "noise partition", ["equiprob", "uniform"])
-    steps: int = option(1000, "baseline iterations N; DiffusionBlocks runs B·N one-block iterations")
+    steps: int = option(
+        1000, "baseline iterations N; DiffusionBlocks runs B·N one-block iterations"
+    )
     batch_size: int = option(64, "batch size")
     lr: float = option(1e-3, "peak learning rate (AdamW)")
     min_lr: float = option(1e-5, "learning rate at the end of the cosine decay")
     warmup: float = option(0.05, "warm-up fraction of the iterations, before the cosine decay")
     weight_decay: float = option(0.0, "AdamW weight decay")
     seed: int = option(0, "seed of weights, data order and noise")
-    seeds: str = option("", "comma-separated seeds to run one after another, e.g. 0,1,2 (then mean ± std)")
+    seeds: str = option(
+        "", "comma-separated seeds to run one after another, e.g. 0,1,2 (then mean ± std)"
+    )
     device: str = option("auto", "device", ["auto", "cpu", "cuda", "mps"])
     out: str = option("", "output folder (default runs/<script>-<dataset>-<time>)")
-    resume: bool = option(False, "continue from the last checkpoint in --out; --lr and --min-lr may change (recorded "
-                          "in metrics.json as resumed_with), every other setting must be the run's")
-    block: int = option(-1, "train only this block and save it to its own file (-1: all; under torchrun: RANK)")
+    resume: bool = option(
+        False,
+        "continue from the last checkpoint in --out; --lr and --min-lr may change (recorded "
+        "in metrics.json as resumed_with), every other setting must be the run's",
+    )
+    block: int = option(
+        -1, "train only this block and save it to its own file (-1: all; under torchrun: RANK)"
+    )
     assemble: bool = option(False, "evaluate the model assembled from the block files in --out")
-    eval_every: int = option(250, "iterations between evaluations on the test set (learning curves)")
+    eval_every: int = option(
+        250, "iterations between evaluations on the test set (learning curves)"
+    )
     ckpt_every: int = option(500, "iterations between checkpoints")
-    compile: bool = option(False, "torch.compile each trained network (opt-in: compiling takes minutes, then steps "
-                           "run faster on a GPU; the same losses)")
+    compile: bool = option(
+        False,
+        "torch.compile each trained network (opt-in: compiling takes minutes, then steps "
+        "run faster on a GPU; the same losses)",
+    )
 
 
 @dataclasses.dataclass
 class DiscreteConfig(BaseConfig):
-    """BaseConfig and the DiffusionBlocks options for a class or token target (ViT, AR LM, Huginn)."""
-    weighting: str = option("uniform", "DiffusionBlocks loss weight over σ (db.DiffusionBlocks): uniform, or EDM's "
-                            "λ(σ); chosen on validation data (README)", ["uniform", "edm"])
-    mislabel: float = option(0.2, "rate of wrong-class hints in DiffusionBlocks training (db.DiffusionBlocks, a "
-                             "corrupted forward process); chosen on validation data (README)")
+    """BaseConfig and the DiffusionBlocks options for a class or token target (ViT, AR LM,
+    Huginn)."""
+
+    weighting: str = option(
+        "uniform",
+        "DiffusionBlocks loss weight over σ (db.DiffusionBlocks): uniform, or EDM's "
+        "λ(σ); chosen on validation data (README)",
+        ["uniform", "edm"],
+    )
+    mislabel: float = option(
+        0.2,
+        "rate of wrong-class hints in DiffusionBlocks training (db.DiffusionBlocks, a "
+        "corrupted forward process); chosen on validation data (README)",
+    )
 
 
 def fail(message, status=2):
@@ -76,17 +116,50 @@ def fail(message, status=2):
     sys.exit(status)
 
 
-# The allowed values of every numeric flag of the scripts (a script checks its own couplings, e.g. width % heads).
-AT_LEAST = dict(blocks=1, steps=1, batch_size=1, eval_every=1, ckpt_every=1, layers=1, width=1, heads=1, patch=1,
-                seq_len=2, elbo_samples=1, sample_steps=1, gen_samples=1, gen_tokens=1, judge_order=1, core=1,
-                mean_iters=1, bptt=1, db_steps_mult=1, fid_samples=2, fid_classifier_steps=1, seed=0, block=-1, calls=0,
-                eval_sequences=0, curve_images=0, infer_iters=0, prelude=0, coda=0, min_lr=0, weight_decay=0, temperature=0, guidance=0)
-IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema=(0, 1))  # lo <= value < hi
+# The allowed values of every numeric flag of the scripts (a script checks its own couplings, e.g.
+# width % heads).
+AT_LEAST = dict(
+    blocks=1,
+    steps=1,
+    batch_size=1,
+    eval_every=1,
+    ckpt_every=1,
+    layers=1,
+    width=1,
+    heads=1,
+    patch=1,
+    seq_len=2,
+    elbo_samples=1,
+    sample_steps=1,
+    gen_samples=1,
+    gen_tokens=1,
+    judge_order=1,
+    core=1,
+    mean_iters=1,
+    bptt=1,
+    db_steps_mult=1,
+    fid_samples=2,
+    fid_classifier_steps=1,
+    seed=0,
+    block=-1,
+    calls=0,
+    eval_sequences=0,
+    curve_images=0,
+    infer_iters=0,
+    prelude=0,
+    coda=0,
+    min_lr=0,
+    weight_decay=0,
+    temperature=0,
+    guidance=0,
+)
+# lo <= value < hi
+IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema=(0, 1))
 
 
 def check_numbers(cfg):
-    """One-line errors (exit 2) for a numeric flag outside AT_LEAST / IN_RANGE, a non-finite one, --lr <= 0, or
-    --seeds that are not distinct integers >= 0."""
+    """One-line errors (exit 2) for a numeric flag outside AT_LEAST / IN_RANGE, a non-finite one,
+    --lr <= 0, or --seeds that are not distinct integers >= 0."""
     for f in dataclasses.fields(cfg):
         value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
         if isinstance(value, float) and not math.isfinite(value):
@@ -100,12 +173,14 @@ def check_numbers(cfg):
     if cfg.seeds:
         seeds = cfg.seeds.split(",")
         if not all(s.strip().isdigit() for s in seeds) or len(set(map(int, seeds))) < len(seeds):
-            fail(f"--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got {cfg.seeds!r}")
+            fail(
+                f"--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got {cfg.seeds!r}"
+            )
 
 
 def check_shapes(cfg):
-    """One-line errors (exit 2) for a network that cannot be built: L layers that do not split into B blocks, a width
-    that the heads do not divide."""
+    """One-line errors (exit 2) for a network that cannot be built: L layers that do not split into
+    B blocks, a width that the heads do not divide."""
     if hasattr(cfg, "layers"):
         try:
             db.split_layers(cfg.layers, cfg.blocks)
@@ -116,12 +191,16 @@ def check_shapes(cfg):
 
 
 def parse_config(config_class, presets, methods, argv=None, check=None):
-    """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags. check(cfg): the
-    script's own one-line errors, run with the common ones, before --out is created."""
-    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Flags from the dataclass fields; values: dataclass default < --preset < explicit flags.
+    check(cfg): the script's own one-line errors, run with the common ones, before --out is
+    created."""
+    parser = argparse.ArgumentParser(
+        description=sys.modules["__main__"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for f in dataclasses.fields(config_class):
-        kwargs = dict(help=f.metadata.get("help", "").replace("%", "%%"), default=argparse.SUPPRESS)  # argparse formats %
+        # argparse formats %
+        kwargs = dict(help=f.metadata.get("help", "").replace("%", "%%"), default=argparse.SUPPRESS)
         if f.name == "method":
             kwargs["choices"] = ["all", *methods]
         elif f.name == "preset":
@@ -142,16 +221,22 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
     if "RANK" in os.environ:  # torchrun: rank r trains block r alone, no collective call needed
         world = int(os.environ.get("WORLD_SIZE", 1))
         if cfg.method != "diffusionblocks" or cfg.assemble or cfg.block >= 0 or cfg.seeds:
-            fail("under torchrun each process trains one block: use --method diffusionblocks without --block, "
-                 "--assemble or --seeds (then --assemble in one plain process)")
+            fail(
+                "under torchrun each process trains one block: use --method diffusionblocks without --block, "
+                "--assemble or --seeds (then --assemble in one plain process)"
+            )
         if world != cfg.blocks:
-            fail(f"torchrun started {world} processes for --blocks {cfg.blocks}: start one per block "
-                 f"(--nproc_per_node {cfg.blocks} on one machine)")
+            fail(
+                f"torchrun started {world} processes for --blocks {cfg.blocks}: start one per block "
+                f"(--nproc_per_node {cfg.blocks} on one machine)"
+            )
         cfg.block = int(os.environ["RANK"])
     if (cfg.block >= 0 or cfg.assemble) and cfg.method != "diffusionblocks":
         fail("--block and --assemble need --method diffusionblocks")
     if cfg.block >= cfg.blocks:
-        fail(f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got {cfg.block}")
+        fail(
+            f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got {cfg.block}"
+        )
     if (cfg.block >= 0 or cfg.assemble) and cfg.seeds:
         fail("--block and --assemble take one --seed, not --seeds")
     if (cfg.block >= 0 or cfg.assemble or cfg.resume) and not cfg.out:
@@ -159,22 +244,29 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
     if check:
         check(cfg)
     script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    cfg.out = cfg.out or os.path.join("runs", f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
-                                              f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg.out = cfg.out or os.path.join(
+        "runs",
+        f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
+        f"-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
     check_out(cfg, script)
     COMMAND.update(script=script + ".py", argv=argv, out=cfg.out)
     return cfg
 
 
-RUN_FIELDS = ("method", "resume", "block", "assemble", "seed", "seeds", "out")  # may differ within one --out
-# May change on --resume, e.g. to continue after a divergence: they scale the remaining updates, while --steps or
-# --warmup would move the run along its schedule and break the compute matching of the methods.
+# may differ within one --out
+RUN_FIELDS = ("method", "resume", "block", "assemble", "seed", "seeds", "out")
+# May change on --resume, e.g. to continue after a divergence: they scale the remaining updates,
+# while --steps or --warmup would move the run along its schedule and break the compute matching of
+# the methods.
 RESUME_FIELDS = ("lr", "min_lr")
-COMMAND = {}  # the script, its flags and --out, as parsed: resume_command continues the run from them
+# the script, its flags and --out, as parsed: resume_command continues the run from them
+COMMAND = {}
 
 
 def resume_command(**changes):
-    """The command line that continues this run from its checkpoints in --out, with `changes` (field: value)."""
+    """The command line that continues this run from its checkpoints in --out, with `changes`
+    (field: value)."""
     flags = {"--" + key.replace("_", "-"): f"{value:g}" for key, value in changes.items()}
     argv, words = [], iter(COMMAND.get("argv", []))
     for word in words:
@@ -185,13 +277,19 @@ def resume_command(**changes):
             argv.append(word)
     if "RANK" in os.environ:  # torchrun: this process trains one block, which can continue alone
         argv += ["--method", "diffusionblocks", "--block", os.environ["RANK"]]
-    argv += ["--out", COMMAND.get("out", "OUT"), "--resume", *(w for flag in flags.items() for w in flag)]
+    argv += [
+        "--out",
+        COMMAND.get("out", "OUT"),
+        "--resume",
+        *(w for flag in flags.items() for w in flag),
+    ]
     return shlex.join(["python", COMMAND.get("script", os.path.basename(sys.argv[0])), *argv])
 
 
 def check_out(cfg, script):
-    """--out must be a writable folder, and the metrics.json already there (or in its seed<s> folders) must come
-    from this script with the same settings (but RUN_FIELDS): runs are merged there, never mixed."""
+    """--out must be a writable folder, and the metrics.json already there (or in its seed<s>
+    folders) must come from this script with the same settings (but RUN_FIELDS): runs are merged
+    there, never mixed."""
     try:
         os.makedirs(cfg.out, exist_ok=True)
     except OSError as e:
@@ -199,30 +297,42 @@ def check_out(cfg, script):
     if not os.access(cfg.out, os.W_OK):
         fail(f"--out {cfg.out}: the folder is not writable")
     seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
-    for path in [os.path.join(cfg.out, "metrics.json")] + [os.path.join(cfg.out, f"seed{s}", "metrics.json") for s in seeds]:
+    for path in [os.path.join(cfg.out, "metrics.json")] + [
+        os.path.join(cfg.out, f"seed{s}", "metrics.json") for s in seeds
+    ]:
         if not os.path.exists(path):
             continue
         with open(path) as f:
             old = json.load(f)
         if old.get("script") != script + ".py":
-            fail(f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out")
+            fail(
+                f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out"
+            )
         free = RUN_FIELDS + (RESUME_FIELDS if cfg.resume else ())
-        refuse_other_settings(old.get("config", {}), cfg, free, f"--out {cfg.out}: {path}",
-                              "; use another --out (or remove the folder) to keep runs of different settings apart")
+        refuse_other_settings(
+            old.get("config", {}),
+            cfg,
+            free,
+            f"--out {cfg.out}: {path}",
+            "; use another --out (or remove the folder) to keep runs of different settings apart",
+        )
 
 
 def refuse_other_settings(saved, cfg, free, source, advice=""):
-    """One-line error (exit 2) naming the first setting, not in `free`, in which a saved config differs from cfg; a
-    setting that a saved config lacks (added to the scripts since) counts as its default."""
+    """One-line error (exit 2) naming the first setting, not in `free`, in which a saved config
+    differs from cfg; a setting that a saved config lacks (added to the scripts since) counts as its
+    default."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     for key, value in dataclasses.asdict(cfg).items():
         if key not in free and saved.get(key, defaults[key]) != value:
-            fail(f"{source} was run with {key} = {saved.get(key, defaults[key])!r}, here {value!r}{advice}")
+            fail(
+                f"{source} was run with {key} = {saved.get(key, defaults[key])!r}, here {value!r}{advice}"
+            )
 
 
 def load_saved(path, cfg, free, flag, device="cpu"):
-    """A checkpoint or block file saved with its config, refused (one line, exit 2) when it cannot be read or was
-    saved with other settings than cfg (but `free`)."""
+    """A checkpoint or block file saved with its config, refused (one line, exit 2) when it cannot
+    be read or was saved with other settings than cfg (but `free`)."""
     try:
         saved = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # truncated or not a checkpoint: torch raises several kinds
@@ -235,32 +345,45 @@ def load_saved(path, cfg, free, flag, device="cpu"):
 # Device, dtype, seed
 # ----------------------------------------------------------------------------------------------
 
+
 def pick_device(name):
-    """cuda → mps → cpu for 'auto'; an explicit device that is not there is an error. Under torchrun, CUDA is
-    cuda:LOCAL_RANK, so that each process on a machine has its own GPU."""
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    """cuda → mps → cpu for 'auto'; an explicit device that is not there is an error. Under
+    torchrun, CUDA is cuda:LOCAL_RANK, so that each process on a machine has its own GPU."""
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "cpu": True,
+    }
     if name == "auto":
         name = next(d for d in ("cuda", "mps", "cpu") if available[d])
     if not available[name]:
-        fail(f"--device {name} is not available here; allowed: auto, " +
-             ", ".join(d for d, ok in available.items() if ok))
+        fail(
+            f"--device {name} is not available here; allowed: auto, "
+            + ", ".join(d for d, ok in available.items() if ok)
+        )
     if name == "cuda" and "LOCAL_RANK" in os.environ:
         rank = int(os.environ["LOCAL_RANK"])
         if rank >= torch.cuda.device_count():
-            fail(f"torchrun process {rank} on this machine has no GPU of its own ({torch.cuda.device_count()} "
-                 "GPUs): start at most one process per GPU")
+            fail(
+                f"torchrun process {rank} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                "GPUs): start at most one process per GPU"
+            )
         torch.cuda.set_device(rank)
         return torch.device("cuda", rank)
     return torch.device(name)
 
 
 def start(cfg):
-    """--device and the seed set up, TF32 matmuls on CUDA, and the one start-up line (device, precision) → the device."""
+    """--device and the seed set up, TF32 matmuls on CUDA, and the one start-up line (device,
+    precision) → the device."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    if device.type == "cuda":  # what bf16 autocast leaves in float32 (norms, the loss) runs on tensor cores too
+    # what bf16 autocast leaves in float32 (norms, the loss) runs on tensor cores too
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    print(f"device {device}, dtype {'bf16 autocast, TF32 matmuls' if device.type == 'cuda' else 'float32'}")
+    print(
+        f"device {device}, dtype {'bf16 autocast, TF32 matmuls' if device.type == 'cuda' else 'float32'}"
+    )
     return device
 
 
@@ -282,6 +405,7 @@ def count_params(module):
 # Training-loop skeleton: timing, NaN check, evaluation cadence, atomic checkpoints, --resume
 # ----------------------------------------------------------------------------------------------
 
+
 def cosine_lr(progress, warmup, lr, min_lr):
     """Linear warm-up over the first `warmup` fraction, then cosine decay from lr to min_lr."""
     if progress < warmup:
@@ -301,21 +425,14 @@ def adamw(module, cfg):
 
 
 def lr_at(cfg, progress):
-    """The config's schedule at `progress` in [0, 1]: warm-up, then cosine decay from --lr to --min-lr."""
+    """The config's schedule at `progress` in [0, 1]: warm-up, then cosine decay from --lr to
+    --min-lr."""
     return cosine_lr(progress, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
-def optimize(loss, module, optimizer, clip_grad=1.0):
-    """Backward, clip the module's gradient norm, step its optimizer; the loss, detached."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(module.parameters(), clip_grad)
-    optimizer.step()
-    return loss.detach()
-
-
 def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: a killed run never leaves a half-written file."""
+    """torch.save to a temporary file, then rename: a killed run never leaves a half-written
+    file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -331,9 +448,13 @@ def _set_state(obj, state):
 
 
 def global_rng_state():
-    """The global random streams (torch CPU and CUDA, numpy) that augmentations draw from, for exact --resume."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    """The global random streams (torch CPU and CUDA, numpy) that augmentations draw from, for exact
+    --resume."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_global_rng_state(state):
@@ -344,99 +465,182 @@ def set_global_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-SYNC_EVERY = 50  # iterations between reading the losses back from an accelerator (on a CPU: every iteration)
+# iterations between reading the losses back from an accelerator (on a CPU: every iteration)
+SYNC_EVERY = 50
 
 
-def train_loop(cfg, step, get_batch, iters, state, ckpt_path, evaluate, eval_every, ckpt_every, desc,
-               layers_per_iter):
-    """Run step(it, get_batch(it)) -> loss for it = 0..iters-1; evaluate, checkpoint atomically, stop on divergence.
+class Loop:
+    """The bookkeeping around a script's own training loop; nothing of the method is in it.
 
-    Only `step` and reading its losses back are timed (data preparation is not). The losses stay on the device
-    and are read every SYNC_EVERY iterations, so the host never waits for an accelerator each step. `state` maps
-    names to models, optimizers and generators; it is saved with the global random state, the iteration, the
-    learning curve, the training time and cfg, which --resume must match (but RESUME_FIELDS, whose changes go to
-    stats["resumed_with"]): a resumed run repeats the uninterrupted one exactly. A checkpoint is written only
-    after every loss before it was read back finite, so a divergence never reaches one: the run stops with a
-    command that continues from the last good checkpoint. Each evaluation is appended to <ckpt>curve.jsonl.
+        loop = common.Loop(cfg, run_dir, iters, state, desc, layers_per_iter)  # --resume: loaded
+        for it in loop:                  # it = 0 .. iters − 1 (from the checkpoint's on --resume)
+            ...                          # the script's training step
+            loop.record(loss)            # the iteration's time ends; losses read back now and then
+            if loop.every(cfg.eval_every):
+                loop.log(evaluate(...))  # a point of the learning curve (and of curve.jsonl)
+            if loop.every(cfg.ckpt_every):
+                loop.checkpoint()        # atomic; only when every loss before it was finite
+
+    `state` maps names to models, optimizers, EMAs (`Many`) and generators; a checkpoint holds them,
+    the global random state, the iteration, the curve, the training time and cfg, which --resume
+    must match (but RESUME_FIELDS, whose changes go to stats["resumed_with"]): a resumed run repeats
+    the uninterrupted one exactly. Losses stay on the device and are read back every SYNC_EVERY
+    iterations (each one on a CPU), so the host never waits for an accelerator each step; a
+    non-finite one stops the run before any checkpoint holds it, with the command that continues
+    from the last good one. With --block b the checkpoint is block<b>.ckpt.pt, so the blocks of one
+    --out can train in separate processes.
     """
-    stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
-    if cfg.resume and os.path.exists(ckpt_path):
-        saved = load_saved(ckpt_path, cfg, ("resume", "out", "seeds", *RESUME_FIELDS), "--resume")
+
+    def __init__(self, cfg, run_dir, iters, state, desc, layers_per_iter):
+        self.cfg, self.iters, self.state, self.layers_per_iter = cfg, iters, state, layers_per_iter
+        self.desc = desc + (str(cfg.block) if cfg.block >= 0 else "")
+        self.path = os.path.join(
+            run_dir, f"block{cfg.block}.ckpt.pt" if cfg.block >= 0 else "ckpt.pt"
+        )
+        self.stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
+        self.saved_iter, self.pending = None, []  # (iteration, loss still on the device)
+        if cfg.resume and os.path.exists(self.path):
+            self._resume()
+        elif cfg.resume:
+            print(f"--resume: no checkpoint at {self.path}, starting from iteration 0")
+        self.curve_path = self.path.replace("ckpt.pt", "curve.jsonl")
+        os.makedirs(os.path.dirname(self.curve_path) or ".", exist_ok=True)
+        with open(self.curve_path, "w") as f:  # the curve up to where this run starts
+            f.writelines(json.dumps(point) + "\n" for point in self.stats["curve"])
+        if cfg.compile:
+            for part in blocks_of(state["model"]):
+                # in place: the state dict keeps its names, so checkpoints do not depend on it
+                part.compile()
+
+    def _resume(self):
+        saved = load_saved(
+            self.path, self.cfg, ("resume", "out", "seeds", *RESUME_FIELDS), "--resume"
+        )
         if "rng" not in saved:
-            fail(f"--resume: {ckpt_path} holds no random state (an older version wrote it), so the run could not "
-                 "continue exactly; remove it to start over")
-        missing = [name for name in state if name not in saved["state"]]
+            fail(
+                f"--resume: {self.path} holds no random state (an older version wrote it), so the run could "
+                "not continue exactly; remove it to start over"
+            )
+        missing = [name for name in self.state if name not in saved["state"]]
         if missing:
-            fail(f"--resume: {ckpt_path} holds no {missing[0]} (an older version wrote it); remove it to start over")
-        for name, obj in state.items():
+            fail(
+                f"--resume: {self.path} holds no {missing[0]} (an older version wrote it); remove it to start "
+                "over"
+            )
+        for name, obj in self.state.items():
             _set_state(obj, saved["state"][name])
         set_global_rng_state(saved["rng"])
-        stats = saved["stats"]
-        changed = {k: [saved["config"][k], getattr(cfg, k)] for k in RESUME_FIELDS
-                   if saved["config"][k] != getattr(cfg, k)}
+        self.stats = saved["stats"]
+        self.saved_iter = self.stats["iter"]
+        changed = {
+            k: [saved["config"][k], getattr(self.cfg, k)]
+            for k in RESUME_FIELDS
+            if saved["config"][k] != getattr(self.cfg, k)
+        }
         if changed:
-            stats.setdefault("resumed_with", []).append({"iter": stats["iter"], **changed})
-        print(f"resumed {ckpt_path} at iteration {stats['iter']}" + "".join(
-            f", {k} {old:g} → {new:g}" for k, (old, new) in changed.items()))
-    elif cfg.resume:
-        print(f"--resume: no checkpoint at {ckpt_path}, starting from iteration 0")
-    saved_iter = stats["iter"] if cfg.resume and os.path.exists(ckpt_path) else None
-    curve_path = ckpt_path.replace("ckpt.pt", "curve.jsonl")
-    os.makedirs(os.path.dirname(curve_path) or ".", exist_ok=True)
-    with open(curve_path, "w") as f:  # the curve up to where this run starts
-        f.writelines(json.dumps(point) + "\n" for point in stats["curve"])
-    if cfg.compile:
-        for part in blocks_of(state["model"]):
-            part.compile()  # in place: the state dict keeps its names, so checkpoints do not depend on it
-    pending = []  # (iteration, loss still on the device)
-    bar = tqdm(range(stats["iter"], iters), desc=desc, initial=stats["iter"], total=iters, mininterval=1.0)
+            self.stats.setdefault("resumed_with", []).append(
+                {"iter": self.stats["iter"], **changed}
+            )
+        print(
+            f"resumed {self.path} at iteration {self.stats['iter']}"
+            + "".join(f", {k} {old:g} → {new:g}" for k, (old, new) in changed.items())
+        )
 
-    def read_losses():
-        """Read the pending losses back (waits for the device); a non-finite one stops the run, saving nothing."""
+    def __iter__(self):
+        self.bar = tqdm(
+            range(self.stats["iter"], self.iters),
+            desc=self.desc,
+            initial=self.stats["iter"],
+            total=self.iters,
+            mininterval=1.0,
+        )
+        for it in self.bar:
+            self.t0 = time.perf_counter()
+            yield it
+        self.read_losses()
+        self.bar.close()
+
+    def record(self, loss):
+        """The iteration's loss (a tensor, possibly on the device): ends its timing."""
+        self.stats["train_seconds"] += time.perf_counter() - self.t0
+        self.stats["iter"] += 1
+        self.pending.append((self.stats["iter"] - 1, loss))
+        if (
+            not torch.is_tensor(loss)
+            or loss.device.type == "cpu"
+            or self.stats["iter"] % SYNC_EVERY == 0
+        ):
+            self.read_losses()
+        if self.stats["iter"] % SYNC_EVERY == 0:
+            self.bar.set_postfix(
+                loss=f"{np.mean(self.stats['losses'][-SYNC_EVERY:]):.4f}", refresh=False
+            )
+
+    def every(self, n):
+        """Whether the iteration just recorded is a multiple of n or the last (losses read back
+        first)."""
+        due = self.stats["iter"] % n == 0 or self.stats["iter"] == self.iters
+        if due:
+            self.read_losses()
+        return due
+
+    def read_losses(self):
+        """Read the pending losses back (waits for the device); a non-finite one stops the run,
+        saving nothing."""
         t0 = time.perf_counter()
-        losses = [float(loss) for _, loss in pending]
-        stats["train_seconds"] += time.perf_counter() - t0
-        for (it, _), loss in zip(pending, losses):
+        losses = [float(loss) for _, loss in self.pending]
+        self.stats["train_seconds"] += time.perf_counter() - t0
+        for (it, _), loss in zip(self.pending, losses):
             if not math.isfinite(loss):
-                kept = (f"the last checkpoint, {ckpt_path} at iteration {saved_iter}, holds finite steps only"
-                        if saved_iter is not None else "no checkpoint was written before it")
-                lower = cfg.lr / 10
-                bar.close()
-                fail(f"loss became {loss} at iteration {it} ({desc}); {kept}. Continue with a lower learning rate: "
-                     f"{resume_command(lr=lower, min_lr=min(cfg.min_lr, lower))}", status=1)
-        stats["losses"] += losses
-        pending.clear()
+                kept = (
+                    f"the last checkpoint, {self.path} at iteration {self.saved_iter}, holds finite steps "
+                    "only"
+                    if self.saved_iter is not None
+                    else "no checkpoint was written before it"
+                )
+                lower = self.cfg.lr / 10
+                self.bar.close()
+                fail(
+                    f"loss became {loss} at iteration {it} ({self.desc}); {kept}. Continue with a lower "
+                    f"learning rate: {resume_command(lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
+                    status=1,
+                )
+        self.stats["losses"] += losses
+        self.pending.clear()
 
-    def checkpoint():
-        nonlocal saved_iter
-        read_losses()
-        save_atomic({"state": {name: _get_state(obj) for name, obj in state.items()}, "rng": global_rng_state(),
-                     "stats": stats, "config": dataclasses.asdict(cfg)}, ckpt_path)
-        saved_iter = stats["iter"]
+    def log(self, metrics):
+        """Append {iter, layer_updates, train_seconds, **metrics} to the learning curve and to
+        curve.jsonl."""
+        self.read_losses()
+        n = self.stats["iter"]
+        self.stats["curve"].append(
+            {
+                "iter": n,
+                "layer_updates": n * self.layers_per_iter,
+                "train_seconds": self.stats["train_seconds"],
+                **metrics,
+            }
+        )
+        with open(self.curve_path, "a") as f:
+            f.write(json.dumps(self.stats["curve"][-1]) + "\n")
+        self.bar.set_postfix(
+            loss=f"{np.mean(self.stats['losses'][-self.cfg.eval_every :]):.4f}", **metrics
+        )
 
-    for it in bar:
-        batch = get_batch(it)
-        t0 = time.perf_counter()
-        loss = step(it, batch)
-        stats["train_seconds"] += time.perf_counter() - t0
-        stats["iter"] = it + 1
-        pending.append((it, loss))
-        if not torch.is_tensor(loss) or loss.device.type == "cpu" or stats["iter"] % SYNC_EVERY == 0:
-            read_losses()
-        if stats["iter"] % eval_every == 0 or stats["iter"] == iters:
-            read_losses()
-            metrics = evaluate()
-            stats["curve"].append({"iter": stats["iter"], "layer_updates": stats["iter"] * layers_per_iter,
-                                   "train_seconds": stats["train_seconds"], **metrics})
-            with open(curve_path, "a") as f:
-                f.write(json.dumps(stats["curve"][-1]) + "\n")
-            bar.set_postfix(loss=f"{np.mean(stats['losses'][-eval_every:]):.4f}", **metrics)
-        elif stats["iter"] % SYNC_EVERY == 0:
-            bar.set_postfix(loss=f"{np.mean(stats['losses'][-SYNC_EVERY:]):.4f}", refresh=False)
-        if stats["iter"] % ckpt_every == 0 or stats["iter"] == iters:
-            checkpoint()
-    bar.close()
-    return stats
+    def checkpoint(self):
+        """Save `state`, the random streams, the stats and cfg atomically to the run's
+        checkpoint."""
+        self.read_losses()
+        save_atomic(
+            {
+                "state": {name: _get_state(obj) for name, obj in self.state.items()},
+                "rng": global_rng_state(),
+                "stats": self.stats,
+                "config": dataclasses.asdict(self.cfg),
+            },
+            self.path,
+        )
+        self.saved_iter = self.stats["iter"]
 
 
 class Many:
@@ -454,8 +658,9 @@ class Many:
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ after each of
-    its updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that forgets the initial weights."""
+    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ
+    after each of its updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that
+    forgets the initial weights."""
 
     def __init__(self, module, decay):
         self.module, self.decay, self.updates = module, decay, 0
@@ -478,7 +683,8 @@ class EMA:
 
 @contextmanager
 def averaged(emas):
-    """Inside the block, each EMA's module holds the averaged weights; its own weights are restored after."""
+    """Inside the block, each EMA's module holds the averaged weights; its own weights are restored
+    after."""
     own = [[p.detach().clone() for p in ema.module.parameters()] for ema in emas]
     with torch.no_grad():
         for ema in emas:
@@ -491,8 +697,11 @@ def averaged(emas):
                 torch._foreach_copy_(list(ema.module.parameters()), params)
 
 
-def measure_memory(module, optimizer, step, trained=lambda module, optimizer: (module.parameters(), optimizer)):
-    """Training memory of step(module, optimizer), on deep copies so the run is untouched (db.training_memory).
+def measure_memory(
+    module, optimizer, step, trained=lambda module, optimizer: (module.parameters(), optimizer)
+):
+    """Training memory of step(module, optimizer), on deep copies so the run is untouched
+    (db.training_memory).
 
     `trained(module, optimizer)` picks the parameters and the optimizer that the step trains.
     """
@@ -501,91 +710,91 @@ def measure_memory(module, optimizer, step, trained=lambda module, optimizer: (m
 
 
 def blocks_of(model):
-    """The separately trained parts of a model: a container's blocks, or a plain network as one block."""
+    """The separately trained parts of a model: a container's blocks, or a plain network as one
+    block."""
     return list(model.blocks) if hasattr(model, "blocks") else [model]
 
 
 def measure_blocks(model, optimizers, step, blocks):
-    """Training memory of step(model, optimizers, b) for each block b trained; the largest is the run's figure."""
-    per_block = [measure_memory(model, optimizers, lambda m, o, b=b: step(m, o, b),
-                                trained=lambda m, o, b=b: (blocks_of(m)[b].parameters(), o[b])) for b in blocks]
+    """Training memory of step(model, optimizers, b) for each block b trained; the largest is the
+    run's figure."""
+    per_block = [
+        measure_memory(
+            model,
+            optimizers,
+            lambda m, o, b=b: step(m, o, b),
+            trained=lambda m, o, b=b: (blocks_of(m)[b].parameters(), o[b]),
+        )
+        for b in blocks
+    ]
     return max(per_block, key=lambda m: m["total"]), per_block
-
-
-def train_blocks(cfg, model, train_step, get_batch, evaluate, run_dir, desc, emas=()):
-    """Train the blocks of `model` (blocks_of) with compute matching: cfg.steps updates per trained block, each
-    iteration one block drawn uniformly (or --block alone) and train_step(model, optimizers, batch, b, noise
-    generator) run at the scheduled lr, then emas[b] updated (if given: one EMA per block, so blocks still train
-    alone). get_batch(it, generator) → batch. Memory is measured on a first batch.
-    → (stats, memory of the largest block, memory per block); None after --block, which saves the block alone."""
-    parts = blocks_of(model)
-    optimizers = [adamw(part, cfg) for part in parts]
-    device = next(model.parameters()).device
-    gen, noise_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
-    trained = range(len(parts)) if cfg.block < 0 else [cfg.block]
-    iters = cfg.steps * len(trained)
-
-    def step(it, batch):
-        b = int(torch.randint(len(parts), (1,), generator=gen)) if cfg.block < 0 else cfg.block
-        set_lr(optimizers[b], lr_at(cfg, it / iters))
-        loss = train_step(model, optimizers, batch, b, noise_gen)
-        if emas:
-            emas[b].update()
-        return loss
-
-    batch0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-    memory, per_block = measure_blocks(model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
-    print(f"{desc}: {[count_params(p) for p in parts]} parameters in {len(parts)} block(s), {iters} iterations of "
-          f"one block (= {cfg.steps} per block, compute-matched)")
-    block_only = cfg.block >= 0
-    ckpt = os.path.join(run_dir, f"block{cfg.block}.ckpt.pt" if block_only else "ckpt.pt")
-    state = {"model": model, "opts": Many(optimizers), "gen": gen, "noise": noise_gen}
-    stats = train_loop(cfg, step, lambda it: get_batch(it, gen), iters,
-                       {**state, "ema": Many(emas)} if emas else state, ckpt,
-                       (lambda: {}) if block_only else evaluate, cfg.eval_every, cfg.ckpt_every,
-                       desc + (str(cfg.block) if block_only else ""), cfg.layers / len(parts))
-    if block_only:  # this block alone, in its own process: save it, evaluate later with --assemble
-        save_block(cfg, model, memory, stats, iters, emas[cfg.block] if emas else None)
-        return None
-    return stats, memory, per_block
 
 
 def describe_blocks(cfg, model, split):
     """One line: blocks, layers, γ and the partition's boundaries σ_0 < ... < σ_B."""
-    return (f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, γ={cfg.gamma}, {cfg.partition} "
-            f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}")
+    return (
+        f"diffusionblocks: B={cfg.blocks} blocks of {split} layers, γ={cfg.gamma}, {cfg.partition} "
+        f"partition σ={[round(s, 4) for s in model.sigmas.tolist()]}"
+    )
 
 
 def save_block(cfg, model, memory, stats, iters, ema=None):
-    """--block b: save block b alone to --out/block<b>.pt, with its memory, time and EMA, for --assemble."""
-    save_atomic({"block": model.blocks[cfg.block].state_dict(), "memory": memory,
-                 **({"ema": ema.state_dict()} if ema else {}),
-                 "seconds_per_iter": stats["train_seconds"] / iters, "iters": iters,
-                 "train_seconds": stats["train_seconds"], "config": dataclasses.asdict(cfg)},
-                os.path.join(cfg.out, f"block{cfg.block}.pt"))
-    print(f"saved block {cfg.block} to {cfg.out}/block{cfg.block}.pt; "
-          f"when every block is trained: --method diffusionblocks --assemble --out {cfg.out}")
+    """--block b: save block b alone to --out/block<b>.pt, with its memory, time and EMA, for
+    --assemble."""
+    save_atomic(
+        {
+            "block": model.blocks[cfg.block].state_dict(),
+            "memory": memory,
+            **({"ema": ema.state_dict()} if ema else {}),
+            "seconds_per_iter": stats["train_seconds"] / iters,
+            "iters": iters,
+            "train_seconds": stats["train_seconds"],
+            "config": dataclasses.asdict(cfg),
+        },
+        os.path.join(cfg.out, f"block{cfg.block}.pt"),
+    )
+    print(
+        f"saved block {cfg.block} to {cfg.out}/block{cfg.block}.pt; "
+        f"when every block is trained: --method diffusionblocks --assemble --out {cfg.out}"
+    )
 
 
 def assemble(cfg, script, headline, model, evaluate, device, emas=()):
-    """--assemble: load block b (and its EMA into emas[b], if given) from --out/block<b>.pt (each trained in its own
-    process) and evaluate."""
+    """--assemble: load block b (and its EMA into emas[b], if given) from --out/block<b>.pt (each
+    trained in its own process) and evaluate."""
     paths = [os.path.join(cfg.out, f"block{b}.pt") for b in range(cfg.blocks)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-        fail(f"--assemble needs every block file; missing {missing}. Train each with "
-             f"--method diffusionblocks --block b --out {cfg.out}")
-    saved = [load_saved(p, cfg, ("block", "assemble", "resume", "out", "seeds", *RESUME_FIELDS), "--assemble", device)
-             for p in paths]
+        fail(
+            f"--assemble needs every block file; missing {missing}. Train each with "
+            f"--method diffusionblocks --block b --out {cfg.out}"
+        )
+    saved = [
+        load_saved(
+            p,
+            cfg,
+            ("block", "assemble", "resume", "out", "seeds", *RESUME_FIELDS),
+            "--assemble",
+            device,
+        )
+        for p in paths
+    ]
     for block, s in zip(model.blocks, saved):
         block.load_state_dict(s["block"])
     for ema, s in zip(emas, saved):
         ema.load_state_dict(s["ema"])
     memory = max((s["memory"] for s in saved), key=lambda m: m["total"])
-    result = {**evaluate(model), "train_memory_bytes": memory["total"], "train_memory": memory,
-              "seconds_per_iter": sum(s["train_seconds"] for s in saved) / sum(s["iters"] for s in saved),
-              "iters": sum(s["iters"] for s in saved), "train_seconds": sum(s["train_seconds"] for s in saved),
-              "blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition}
+    result = {
+        **evaluate(model),
+        "train_memory_bytes": memory["total"],
+        "train_memory": memory,
+        "seconds_per_iter": sum(s["train_seconds"] for s in saved) / sum(s["iters"] for s in saved),
+        "iters": sum(s["iters"] for s in saved),
+        "train_seconds": sum(s["train_seconds"] for s in saved),
+        "blocks": cfg.blocks,
+        "gamma": cfg.gamma,
+        "partition": cfg.partition,
+    }
     metrics = write_metrics(cfg, script, "assembled", result, device)
     print_table(metrics["methods"], headline)
     return metrics
@@ -595,17 +804,25 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
 # Metrics, comparison table, plots
 # ----------------------------------------------------------------------------------------------
 
+
 def write_metrics(cfg, script, method, result, device):
-    """Merge one method's result into --out/metrics.json: the run (script, dataset, preset, seed, device, torch,
-    config) and one entry per method."""
+    """Merge one method's result into --out/metrics.json: the run (script, dataset, preset, seed,
+    device, torch, config) and one entry per method."""
     path = os.path.join(cfg.out, "metrics.json")
     metrics = {"methods": {}}
     if os.path.exists(path):
         with open(path) as f:
             metrics = json.load(f)
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    metrics.update(script=script, dataset=cfg.dataset, preset=cfg.preset, seed=cfg.seed, device=str(device),
-                   torch=torch.__version__, config=config)
+    metrics.update(
+        script=script,
+        dataset=cfg.dataset,
+        preset=cfg.preset,
+        seed=cfg.seed,
+        device=str(device),
+        torch=torch.__version__,
+        config=config,
+    )
     metrics["methods"][method] = result
     os.makedirs(cfg.out, exist_ok=True)
     with open(path, "w") as f:
@@ -614,31 +831,64 @@ def write_metrics(cfg, script, method, result, device):
 
 
 def method_result(stats, memory, extra):
-    """One method's entry of metrics.json: last evaluation, training memory and time, extras, learning curve."""
-    return {**stats["curve"][-1], "train_memory_bytes": memory["total"], "train_memory": memory,
-            "seconds_per_iter": stats["train_seconds"] / stats["iter"], "iters": stats["iter"],
-            "train_seconds": stats["train_seconds"], **extra, "curve": stats["curve"],
-            **{k: stats[k] for k in ("resumed_with",) if k in stats}}
+    """One method's entry of metrics.json: last evaluation, training memory and time, extras,
+    learning curve."""
+    return {
+        **stats["curve"][-1],
+        "train_memory_bytes": memory["total"],
+        "train_memory": memory,
+        "seconds_per_iter": stats["train_seconds"] / stats["iter"],
+        "iters": stats["iter"],
+        "train_seconds": stats["train_seconds"],
+        **extra,
+        "curve": stats["curve"],
+        **{k: stats[k] for k in ("resumed_with",) if k in stats},
+    }
+
+
+def write_study(cfg, script, runs, name, table, **extra):
+    """A study's table to --out/<name>.txt and its runs to <name>.json, laid out like metrics.json
+    (so that --seeds can summarise them) → the JSON's content."""
+    with open(os.path.join(cfg.out, f"{name}.txt"), "w") as f:
+        f.write(table + "\n")
+    result = {
+        "script": script,
+        "dataset": cfg.dataset,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "torch": torch.__version__,
+        "config": dataclasses.asdict(cfg),
+        **extra,
+        "methods": runs,
+    }
+    with open(os.path.join(cfg.out, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
 
 
 def mib(n):
-    return n / 2 ** 20
+    return n / 2**20
 
 
 def print_table(methods, headline, baseline="backprop"):
-    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time (ratios to `baseline`)."""
+    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time
+    (ratios to `baseline`)."""
     base = methods.get(baseline, {})
-    rows = [f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
-            f"{'time ratio':>10} {'iters':>7} {'train s':>8}"]
+    rows = [
+        f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
+        f"{'time ratio':>10} {'iters':>7} {'train s':>8}"
+    ]
     for name, r in methods.items():
         memory = _mean(r["train_memory_bytes"])
         mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
         time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
         mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a baseline run beside
         time_ratio = f"{time_ratio:.3f}" if base else "-"
-        rows.append(f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
-                    f"{mem_ratio:>9} {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10} "
-                    f"{_fmt(r['iters']):>7} {_fmt(r['train_seconds']):>8}")
+        rows.append(
+            f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
+            f"{mem_ratio:>9} {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10} "
+            f"{_fmt(r['iters']):>7} {_fmt(r['train_seconds']):>8}"
+        )
     print("\n".join(rows))
 
 
@@ -653,16 +903,19 @@ def _fmt(v):
 
 
 def summarize_seeds(runs, out):
-    """Mean ± std (sample std) of every numeric per-method value over the seeds' metrics.json files."""
+    """Mean ± std (sample std) of every numeric per-method value over the seeds' metrics.json
+    files."""
     methods = {}
     for name in runs[0]["methods"]:
         methods[name] = {}
         for key, value in runs[0]["methods"][name].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values = [r["methods"][name][key] for r in runs]
-                methods[name][key] = {"mean": float(np.mean(values)),
-                                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                                      "values": values}
+                methods[name][key] = {
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "values": values,
+                }
     summary = {k: v for k, v in runs[0].items() if k not in ("methods", "seed")}
     summary.update(seeds=[r["seed"] for r in runs], methods=methods)
     with open(os.path.join(out, "summary.json"), "w") as f:
@@ -673,13 +926,22 @@ def summarize_seeds(runs, out):
 def pyplot():
     """matplotlib's pyplot on the Agg backend: files only, no screen needed."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
-def plot_comparison(methods, headline, out, x_key="layer_updates", x_label="layer updates (iterations × layers trained)"):
-    """Learning curves of every method on one axis, and stacked bars of the training memory per step."""
+def plot_comparison(
+    methods,
+    headline,
+    out,
+    x_key="layer_updates",
+    x_label="layer updates (iterations × layers trained)",
+):
+    """Learning curves of every method on one axis, and stacked bars of the training memory per
+    step."""
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in methods.items():
@@ -708,7 +970,13 @@ def run_seeds(main, cfg, headline, baseline="backprop"):
     seeds = [int(s) for s in cfg.seeds.split(",")]  # checked by parse_config
     runs = []
     for seed in seeds:
-        runs.append(main(dataclasses.replace(cfg, seed=seed, seeds="", out=os.path.join(cfg.out, f"seed{seed}"))))
+        runs.append(
+            main(
+                dataclasses.replace(
+                    cfg, seed=seed, seeds="", out=os.path.join(cfg.out, f"seed{seed}")
+                )
+            )
+        )
     summary = summarize_seeds(runs, cfg.out)
     print(f"\nmean ± std over seeds {seeds} ({cfg.out}/summary.json):")
     print_table(summary["methods"], headline, baseline)

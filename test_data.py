@@ -1,8 +1,9 @@
-"""Tests of the text data and the language models' reference evaluation: splits that do not leak, the
-evaluated windows, the n-gram reference accuracies and the diversity of generated text.
+"""Tests of the text data and the language models' reference evaluation: splits that do not leak,
+the evaluated windows, the n-gram reference accuracies and the diversity of generated text.
 
 Run: python -m pytest -q test_data.py      (about 20 seconds on a 2-core CPU)
 """
+
 import collections
 import types
 
@@ -14,17 +15,22 @@ from lm_eval import distinct_ngrams, ngram_accuracy
 
 
 def verbatim_fraction(train, test, width=64):
-    """Fraction of the test text's consecutive `width`-character windows (every offset) found in training."""
-    seen = {train[i:i + width] for i in range(len(train) - width + 1)}
-    windows = [test[i:i + width] for i in range(len(test) - width + 1)]
+    """Fraction of the test text's consecutive `width`-character windows (every offset) found in
+    training."""
+    seen = {train[i : i + width] for i in range(len(train) - width + 1)}
+    windows = [test[i : i + width] for i in range(len(test) - width + 1)]
     return sum(w in seen for w in windows) / len(windows)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pydoc_test_and_validation_text_is_not_in_training(seed):
-    # Several pydoc topics contain others: before de-duplication 78 % (seed 1) of the test windows were training text.
+    # Several pydoc topics contain others: before de-duplication 78 % (seed 1) of the test windows
+    # were training text.
     data = load_text("pydoc", "data", seed)
-    text = {split: "".join(data["chars"][i] for i in data[split].tolist()) for split in ("train", "val", "test")}
+    text = {
+        split: "".join(data["chars"][i] for i in data[split].tolist())
+        for split in ("train", "val", "test")
+    }
     assert len(text["test"]) >= 16_000  # enough text to evaluate on
     assert verbatim_fraction(text["train"], text["test"]) <= 0.01
     assert verbatim_fraction(text["train"], text["val"]) <= 0.01
@@ -32,29 +38,37 @@ def test_pydoc_test_and_validation_text_is_not_in_training(seed):
 
 def test_unique_paragraphs_keeps_first_occurrences_only():
     docs = ["a\n\nb b\n\nc", "x\n\nb  b\n\n  \n\na", "c\n \ny"]
-    assert unique_paragraphs(docs) == ["a\n\nb b\n\nc", "x", "y"]  # whitespace-insensitive, in order
+    # whitespace-insensitive, in order
+    assert unique_paragraphs(docs) == ["a\n\nb b\n\nc", "x", "y"]
 
 
 def test_evaluated_windows_spread_over_the_whole_split():
-    cfg = types.SimpleNamespace(dataset="pydoc", data_dir="data", seed=0, seq_len=64, eval_sequences=16)
+    cfg = types.SimpleNamespace(
+        dataset="pydoc", data_dir="data", seed=0, seq_len=64, eval_sequences=16
+    )
     data, train, test, test_eval = load_windows(cfg, 65)
     assert test_eval.shape == (16, 65)
-    assert torch.equal(test_eval[0], test[0]) and torch.equal(test_eval[-1], test[-1])  # first and last window
-    assert load_windows(types.SimpleNamespace(**{**vars(cfg), "eval_sequences": 0}), 65)[3].shape == test.shape
+    # first and last window
+    assert torch.equal(test_eval[0], test[0]) and torch.equal(test_eval[-1], test[-1])
+    assert (
+        load_windows(types.SimpleNamespace(**{**vars(cfg), "eval_sequences": 0}), 65)[3].shape
+        == test.shape
+    )
 
 
 def brute_force_ngram_accuracy(train, windows, order):
-    """Counts in dictionaries, the argmax (lowest id on ties) of the longest seen context of up to order−1."""
+    """Counts in dictionaries, the argmax (lowest id on ties) of the longest seen context of up to
+    order−1."""
     tables = [collections.defaultdict(collections.Counter) for _ in range(order)]
     for k in range(order):
         for i in range(k, len(train)):
-            tables[k][tuple(train[i - k:i])][train[i]] += 1
+            tables[k][tuple(train[i - k : i])][train[i]] += 1
     hits = total = 0
     for row in windows:
         for i in range(len(row) - 1):
             guess = None
             for k in range(min(order, i + 2)):
-                counts = tables[k].get(tuple(row[i - k + 1:i + 1]) if k else ())
+                counts = tables[k].get(tuple(row[i - k + 1 : i + 1]) if k else ())
                 if counts:
                     top = max(counts.values())
                     guess = min(c for c, v in counts.items() if v == top)
@@ -66,21 +80,27 @@ def brute_force_ngram_accuracy(train, windows, order):
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_ngram_accuracy_matches_brute_force(order):
     g = torch.Generator().manual_seed(order)
-    train = torch.randint(0, 4, (3000,), generator=g) // torch.randint(1, 3, (3000,), generator=g)  # ids 0..3, skewed
-    windows = torch.randint(0, 5, (20, 9), generator=g)  # id 4 never occurs in training: its contexts back off
+    # ids 0..3, skewed
+    train = torch.randint(0, 4, (3000,), generator=g) // torch.randint(1, 3, (3000,), generator=g)
+    # id 4 never occurs in training: its contexts back off
+    windows = torch.randint(0, 5, (20, 9), generator=g)
     expected = brute_force_ngram_accuracy(train.tolist(), windows.tolist(), order)
     assert ngram_accuracy(train, windows, 5, order) == pytest.approx(expected, abs=1e-12)
 
 
 def test_ngram_accuracy_of_a_deterministic_text_is_one_past_its_order():
-    # "abcabc…": a bigram knows every next character; a unigram guesses the most frequent one (ties: lowest id).
+    # "abcabc…": a bigram knows every next character; a unigram guesses the most frequent one (ties:
+    # lowest id).
     train = torch.arange(300) % 3
     windows = (torch.arange(10)[:, None] + torch.arange(7)) % 3  # (10, 7) windows of the same text
     assert ngram_accuracy(train, windows, 3, 2) == 1.0
-    assert ngram_accuracy(train, windows, 3, 1) == pytest.approx(float((windows[:, 1:] == 0).float().mean()))
+    assert ngram_accuracy(train, windows, 3, 1) == pytest.approx(
+        float((windows[:, 1:] == 0).float().mean())
+    )
 
 
 def test_distinct_ngrams_known_values():
-    assert distinct_ngrams(torch.tensor([[1, 1, 1, 1, 1, 1]]), 4) == pytest.approx(1 / 3)  # 3 four-grams, 1 distinct
+    # 3 four-grams, 1 distinct
+    assert distinct_ngrams(torch.tensor([[1, 1, 1, 1, 1, 1]]), 4) == pytest.approx(1 / 3)
     assert distinct_ngrams(torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]), 4) == 1.0
     assert distinct_ngrams(torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]]), 4) == 0.5  # pooled over rows

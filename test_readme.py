@@ -3,6 +3,7 @@ and torch.
 
 Run: python -m pytest -q test_readme.py      (about 15 seconds on a 2-core CPU)
 """
+
 import os
 import re
 import shutil
@@ -22,8 +23,14 @@ def test_readme_example_runs_as_pasted_and_learns(tmp_path):
     # the working directory first on sys.path. One thread, as the other tests' subprocesses run.
     shutil.copy(os.path.join(HERE, "diffusionblocks.py"), tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", readme_example()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     accuracy = float(re.search(r"test accuracy ([0-9.]+)", result.stdout).group(1))
     # Three classes, so chance is 1/3: the example's untrained blocks read out 0.347. Trained, it

@@ -1,7 +1,9 @@
-"""Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in seconds.
+"""Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in
+seconds.
 
 Run: python -m pytest -q test_scripts.py      (about 11 minutes on a 2-core CPU)
 """
+
 import json
 import math
 import os
@@ -14,18 +16,23 @@ import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Tiny models gain nothing from threads, and a second process on a 2-core machine makes OpenMP threads
-# spin against each other (a 50x slowdown measured), so the subprocesses run single-threaded.
+# Tiny models gain nothing from threads, and a second process on a 2-core machine makes OpenMP
+# threads spin against each other (a 50x slowdown measured), so the subprocesses run
+# single-threaded.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_script(*args, timeout=120):
-    return subprocess.run([sys.executable, *args], cwd=HERE, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=HERE, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_dit_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     out = tmp_path / "run"
-    result = run_script("train_dit.py", "--preset", "smoke", "--out", str(out), "--data-dir", str(tmp_path))
+    result = run_script(
+        "train_dit.py", "--preset", "smoke", "--out", str(out), "--data-dir", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     methods = json.loads((out / "metrics.json").read_text())["methods"]
     assert set(methods) == {"backprop", "diffusionblocks"}
@@ -33,19 +40,36 @@ def test_dit_smoke_writes_both_methods_with_finite_metrics(tmp_path):
         for key in ("fid", "test_denoise_loss", "train_memory_bytes", "sample_seconds_per_image"):
             assert math.isfinite(r[key]) and r[key] >= 0, (key, r[key])
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    assert bp["layer_evals_per_sample"] == dbk["blocks"] * dbk["layer_evals_per_sample"]  # one block per step
+    # one block per step
+    assert bp["layer_evals_per_sample"] == dbk["blocks"] * dbk["layer_evals_per_sample"]
     assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
     assert (out / "samples.png").exists() and (out / "comparison.png").exists()
 
 
 def test_dit_ablation_runs_every_block_count_and_both_partitions(tmp_path):
-    result = run_script("train_dit.py", "--preset", "smoke", "--ablation", "--layers", "6", "--out", str(tmp_path),
-                        "--data-dir", str(tmp_path))
+    result = run_script(
+        "study_dit.py",
+        "--preset",
+        "smoke",
+        "--layers",
+        "6",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     runs = json.loads((tmp_path / "ablation.json").read_text())["methods"]
     assert {(r["blocks"], r["partition"]) for r in runs.values()} == {
-        (1, "equiprob"), (2, "equiprob"), (3, "equiprob"), (4, "equiprob"), (6, "equiprob"), (3, "uniform")}
-    for r in runs.values():  # γ = 0; each of the 6 smoke sampling steps runs one block of 6/B layers, twice (guidance)
+        (1, "equiprob"),
+        (2, "equiprob"),
+        (3, "equiprob"),
+        (4, "equiprob"),
+        (6, "equiprob"),
+        (3, "uniform"),
+    }
+    # γ = 0; each of the 6 smoke sampling steps runs one block of 6/B layers, twice (guidance)
+    for r in runs.values():
         assert r["gamma"] == 0.0 and math.isfinite(r["fid"])
         if 6 % r["blocks"] == 0:  # equal blocks, equal share of the steps
             assert r["layer_evals_per_sample"] == 6 * 2 * (6 // r["blocks"])
@@ -58,22 +82,33 @@ def test_dit_bad_patch_is_a_one_line_error_with_status_2(tmp_path):
     result = run_script("train_dit.py", "--preset", "smoke", "--patch", "3", "--out", str(tmp_path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--patch 3" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--patch 3" in lines[0], (
+        result.stderr
+    )
 
 
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
-    """Orthogonal zero-mean columns have a diagonal sample covariance, where FD = ‖Δμ‖² + Σ_k (s_a,k − s_b,k)²."""
+    """Orthogonal zero-mean columns have a diagonal sample covariance, where FD = ‖Δμ‖² + Σ_k (s_a,k
+    − s_b,k)²."""
     sys.path.insert(0, HERE)
-    from train_dit import frechet_distance
+    from fid import frechet_distance
+
     hadamard = torch.tensor([[1.0]], dtype=torch.float64)
     for _ in range(4):
-        hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)])  # (16, 16)
+        # (16, 16)
+        hadamard = torch.cat(
+            [torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)]
+        )
     columns = hadamard[:, 1:4]  # orthogonal, each with mean 0 and sum of squares 16
-    scale_a, scale_b = torch.tensor([1.0, 2.0, 0.5]).double(), torch.tensor([3.0, 1.0, 0.5]).double()
+    scale_a, scale_b = (
+        torch.tensor([1.0, 2.0, 0.5]).double(),
+        torch.tensor([3.0, 1.0, 0.5]).double(),
+    )
     mean_a, mean_b = torch.tensor([0.0, 1.0, -2.0]).double(), torch.tensor([1.0, 1.0, 0.0]).double()
     a, b = columns * scale_a + mean_a, columns * scale_b + mean_b
     n = len(columns)
-    std_a, std_b = scale_a * math.sqrt(n / (n - 1)), scale_b * math.sqrt(n / (n - 1))  # unbiased sample std
+    # unbiased sample std
+    std_a, std_b = scale_a * math.sqrt(n / (n - 1)), scale_b * math.sqrt(n / (n - 1))
     expected = float((mean_a - mean_b).square().sum() + (std_a - std_b).square().sum())
     assert abs(frechet_distance(a, b) - expected) < 1e-9 * max(1.0, expected)
     assert abs(frechet_distance(a, a)) < 1e-9
@@ -88,108 +123,276 @@ def test_vit_smoke_trains_all_methods_and_one_block_uses_less_memory(tmp_path):
     for r in methods.values():
         assert 0 <= r["test_acc"] <= 1 and r["train_memory_bytes"] > 0 and r["seconds_per_iter"] > 0
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    assert dbk["iters"] == dbk["blocks"] * bp["iters"]  # compute matching: every block gets N updates
+    # compute matching: every block gets N updates
+    assert dbk["iters"] == dbk["blocks"] * bp["iters"]
     parts = ("parameters", "gradients", "optimizer_state", "activations")
     assert dbk["train_memory_bytes"] == sum(dbk["train_memory"][p] for p in parts)
-    assert dbk["train_memory"]["parameters"] < bp["train_memory"]["parameters"]  # one block of the three
-    readouts = dbk["test_acc_readouts"]  # every start × grid × calls, accuracy after each call
-    assert len(readouts) == 12 and [len(readouts[f"mean/boundaries/{c}"]["sum"]) for c in (3, 6, 12)] == [3, 6, 12]
-    assert dbk["test_acc"] == pytest.approx(readouts["mean/final/3"]["sum"][-1], abs=1e-6)  # the default read-out
-    assert readouts["mean/boundaries/3"]["sum"][0] == readouts["mean/boundaries/3"]["last"][0]  # one call: same
+    # one block of the three
+    assert dbk["train_memory"]["parameters"] < bp["train_memory"]["parameters"]
+    # the read-out study is study_vit.py's, not the script's
+    assert not any("readouts" in key for key in dbk)
+
+
+def test_vit_study_reads_every_variant_out_on_validation_data(tmp_path):
+    result = run_script("study_vit.py", "--preset", "smoke", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads((tmp_path / "ablation.json").read_text())["methods"]
+    assert set(runs) == {
+        "backprop",
+        "edm-mislabel0.0",
+        "uniform-mislabel0.0",
+        "uniform-mislabel0.2",
+    }
+    r = runs["uniform-mislabel0.2"]
+    chains = {key.rsplit("/", 1)[0] for key in r if "@" in key}  # start/grid/calls
+    assert len(chains) == 12 and sum(key.startswith("mean/boundaries/12/sum@") for key in r) == 12
+    # the study reads the saved model out again: its default chain's last call is the script's own
+    # val_acc
+    assert r["mean/final/3/sum@3"] == pytest.approx(r["val_acc"], abs=1e-6)
+    # after one call, sum = last
+    assert r["mean/boundaries/3/sum@1"] == r["mean/boundaries/3/last@1"]
+    assert (tmp_path / "uniform-mislabel0.2" / "readouts.png").exists()
 
 
 def test_vit_blocks_trained_in_separate_processes_or_under_torchrun_assemble(tmp_path):
     for b in range(3):
-        result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--block", str(b),
-                            "--out", str(tmp_path))
+        result = run_script(
+            "train_vit.py",
+            "--preset",
+            "smoke",
+            "--method",
+            "diffusionblocks",
+            "--block",
+            str(b),
+            "--out",
+            str(tmp_path),
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert (tmp_path / f"block{b}.pt").exists()
-    result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
-                        "--out", str(tmp_path))
+    result = run_script(
+        "train_vit.py",
+        "--preset",
+        "smoke",
+        "--method",
+        "diffusionblocks",
+        "--assemble",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assembled = json.loads((tmp_path / "metrics.json").read_text())["methods"]["assembled"]
     assert 0 <= assembled["test_acc"] <= 1 and assembled["iters"] == 3 * 30
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
-                "train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", str(tmp_path / "torchrun")]
-    result = subprocess.run(torchrun, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "3",
+        "train_vit.py",
+        "--preset",
+        "smoke",
+        "--method",
+        "diffusionblocks",
+        "--out",
+        str(tmp_path / "torchrun"),
+    ]
+    result = subprocess.run(
+        torchrun, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for b in range(3):  # rank b trained block b, exactly as the plain process with --block b did
-        alone, ranked = (torch.load(d / f"block{b}.pt", weights_only=False)["block"] for d in (tmp_path, tmp_path / "torchrun"))
-        assert alone.keys() == ranked.keys() and all(torch.equal(alone[k], ranked[k]) for k in alone)
-    result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
-                        "--out", str(tmp_path / "torchrun"))
+        alone, ranked = (
+            torch.load(d / f"block{b}.pt", weights_only=False)["block"]
+            for d in (tmp_path, tmp_path / "torchrun")
+        )
+        assert alone.keys() == ranked.keys() and all(
+            torch.equal(alone[k], ranked[k]) for k in alone
+        )
+    result = run_script(
+        "train_vit.py",
+        "--preset",
+        "smoke",
+        "--method",
+        "diffusionblocks",
+        "--assemble",
+        "--out",
+        str(tmp_path / "torchrun"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "torchrun" / "metrics.json").read_text())["methods"]["assembled"]["test_acc"] == assembled["test_acc"]
-    for wrong in (["--nproc_per_node", "2"], ["--method", "backprop"]):  # one process per block, DiffusionBlocks only
-        args = [*torchrun[:5], "2", *torchrun[6:]] if wrong[0] == "--nproc_per_node" else [*torchrun[:-4], "backprop", *torchrun[-3:]]
-        result = subprocess.run(args, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300)
-        assert result.returncode != 0 and "error: " in result.stderr, result.stderr[-2000:]  # (torchrun adds its own report)
+    assert (
+        json.loads((tmp_path / "torchrun" / "metrics.json").read_text())["methods"]["assembled"][
+            "test_acc"
+        ]
+        == assembled["test_acc"]
+    )
+    # one process per block, DiffusionBlocks only
+    for wrong in (["--nproc_per_node", "2"], ["--method", "backprop"]):
+        args = (
+            [*torchrun[:5], "2", *torchrun[6:]]
+            if wrong[0] == "--nproc_per_node"
+            else [*torchrun[:-4], "backprop", *torchrun[-3:]]
+        )
+        result = subprocess.run(
+            args, cwd=HERE, env=ENV, capture_output=True, text=True, timeout=300
+        )
+        # (torchrun adds its own report)
+        assert result.returncode != 0 and "error: " in result.stderr, result.stderr[-2000:]
     (tmp_path / "metrics.json").unlink()  # the block files themselves refuse a mismatched assembly
     for flag, value in (("--blocks", "2"), ("--seed", "1"), ("--gamma", "0.1")):
-        result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--assemble",
-                            flag, value, "--out", str(tmp_path))
-        assert result.returncode == 2 and flag[2:] in result.stderr and "Traceback" not in result.stderr, flag
+        result = run_script(
+            "train_vit.py",
+            "--preset",
+            "smoke",
+            "--method",
+            "diffusionblocks",
+            "--assemble",
+            flag,
+            value,
+            "--out",
+            str(tmp_path),
+        )
+        assert (
+            result.returncode == 2
+            and flag[2:] in result.stderr
+            and "Traceback" not in result.stderr
+        ), flag
 
 
 def test_vit_resume_checks_the_settings_and_the_checkpoint(tmp_path):
-    """--resume with the run's settings continues from its checkpoint (here: the last one, nothing left to do);
-    with other settings, from a corrupt checkpoint, or another run's block files: one-line errors, exit 2."""
+    """--resume with the run's settings continues from its checkpoint (here: the last one, nothing
+    left to do); with other settings, from a corrupt checkpoint, or another run's block files:
+    one-line errors, exit 2."""
     args = ["train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", str(tmp_path)]
     assert run_script(*args).returncode == 0
     before = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
     result = run_script(*args, "--resume")
-    assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[-2000:]
+    assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[
+        -2000:
+    ]
     after = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
     assert after["curve"] == before["curve"] and after["test_acc"] == before["test_acc"]
     (tmp_path / "metrics.json").unlink()  # the checkpoint itself must also refuse other settings
-    result = run_script(*args, "--resume", "--batch-size", "16")  # --lr and --min-lr may change (test_long_runs.py)
-    assert result.returncode == 2 and "batch_size" in result.stderr and "Traceback" not in result.stderr, \
-        result.stderr[-500:]
+    # --lr and --min-lr may change (test_long_runs.py)
+    result = run_script(*args, "--resume", "--batch-size", "16")
+    assert (
+        result.returncode == 2
+        and "batch_size" in result.stderr
+        and "Traceback" not in result.stderr
+    ), result.stderr[-500:]
     ckpt = tmp_path / "backprop" / "ckpt.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
     result = run_script(*args, "--resume")
-    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "cannot read" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
-@pytest.mark.parametrize("flag, value", [
-    ("--lr", "nan"), ("--lr", "0"), ("--weight-decay", "nan"), ("--min-lr", "inf"), ("--width", "0"), ("--heads", "0"),
-    ("--patch", "0"), ("--seed", "-1"), ("--warmup", "-1"), ("--warmup", "2"), ("--block", "-2"), ("--seeds", "0,0"),
-    ("--seeds", "0,-1"), ("--gamma", "0.5"), ("--mislabel", "1"), ("--steps", "0"), ("--calls", "-1"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "nan"),
+        ("--lr", "0"),
+        ("--weight-decay", "nan"),
+        ("--min-lr", "inf"),
+        ("--width", "0"),
+        ("--heads", "0"),
+        ("--patch", "0"),
+        ("--seed", "-1"),
+        ("--warmup", "-1"),
+        ("--warmup", "2"),
+        ("--block", "-2"),
+        ("--seeds", "0,0"),
+        ("--seeds", "0,-1"),
+        ("--gamma", "0.5"),
+        ("--mislabel", "1"),
+        ("--steps", "0"),
+        ("--calls", "-1"),
+    ],
+)
 def test_bad_numeric_flags_are_one_line_errors_before_any_work(flag, value, tmp_path):
-    """Each out-of-range or non-finite number: exit 2, one `error:` line naming the flag, nothing written."""
-    result = run_script("train_vit.py", "--preset", "smoke", flag, value, "--out", str(tmp_path / "run"))
-    assert result.returncode == 2 and result.stderr.startswith("error: " + flag), result.stderr[-500:]
+    """Each out-of-range or non-finite number: exit 2, one `error:` line naming the flag, nothing
+    written."""
+    result = run_script(
+        "train_vit.py", "--preset", "smoke", flag, value, "--out", str(tmp_path / "run")
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: " + flag), result.stderr[
+        -500:
+    ]
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flags", [["--method", "diffusionblocks", "--block", "0", "--seeds", "0,1"],
-                                   ["--method", "diffusionblocks", "--assemble", "--seeds", "0,1"],
-                                   ["--method", "backprop", "--block", "0"], ["--block", "3"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--method", "diffusionblocks", "--block", "0", "--seeds", "0,1"],
+        ["--method", "diffusionblocks", "--assemble", "--seeds", "0,1"],
+        ["--method", "backprop", "--block", "0"],
+        ["--block", "3"],
+    ],
+)
 def test_impossible_flag_combinations_are_one_line_errors(flags, tmp_path):
     result = run_script("train_vit.py", "--preset", "smoke", *flags, "--out", str(tmp_path / "run"))
-    assert result.returncode == 2 and result.stderr.startswith("error: --block"), result.stderr[-500:]
+    assert result.returncode == 2 and result.stderr.startswith("error: --block"), result.stderr[
+        -500:
+    ]
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_mdm_head_of_odd_width_is_a_one_line_error(tmp_path):
     """RoPE rotates channel pairs: --width 36 --heads 12 (heads of 3) stops before any work."""
-    result = run_script("train_lm.py", "--preset", "smoke", "--width", "36", "--heads", "12", "--out", str(tmp_path / "r"))
-    assert result.returncode == 2 and result.stderr.startswith("error: --width"), result.stderr[-500:]
+    result = run_script(
+        "train_lm.py",
+        "--preset",
+        "smoke",
+        "--width",
+        "36",
+        "--heads",
+        "12",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: --width"), result.stderr[
+        -500:
+    ]
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_out_that_is_a_file_or_holds_other_settings_is_refused(tmp_path):
-    """--out naming a file, or a folder whose metrics.json came from other settings: exit 2 before any work; the
-    same settings with another --method merge into it."""
+    """--out naming a file, or a folder whose metrics.json came from other settings: exit 2 before
+    any work; the same settings with another --method merge into it."""
     (tmp_path / "file").write_text("x")
     result = run_script("train_vit.py", "--preset", "smoke", "--out", str(tmp_path / "file"))
     assert result.returncode == 2 and result.stderr.startswith("error: --out"), result.stderr[-500:]
     out = str(tmp_path / "run")
-    assert run_script("train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", out).returncode == 0
-    result = run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--width", "48", "--out", out)
-    assert result.returncode == 2 and "width" in result.stderr and "Traceback" not in result.stderr, result.stderr[-500:]
-    assert run_script("train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", out).returncode == 0
+    assert (
+        run_script(
+            "train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", out
+        ).returncode
+        == 0
+    )
+    result = run_script(
+        "train_vit.py",
+        "--preset",
+        "smoke",
+        "--method",
+        "diffusionblocks",
+        "--width",
+        "48",
+        "--out",
+        out,
+    )
+    assert (
+        result.returncode == 2 and "width" in result.stderr and "Traceback" not in result.stderr
+    ), result.stderr[-500:]
+    assert (
+        run_script(
+            "train_vit.py", "--preset", "smoke", "--method", "diffusionblocks", "--out", out
+        ).returncode
+        == 0
+    )
     with open(os.path.join(out, "metrics.json")) as f:
         assert set(json.load(f)["methods"]) == {"backprop", "diffusionblocks"}
 
@@ -209,8 +412,9 @@ BAD_NPZ = {  # name: arrays of an npz that must be refused with one line
     "float labels": dict(x=_images(40), y=np.arange(40) % 3 * 1.0),
     "two images": dict(x=_images(2), y=np.arange(2)),
     "2-D x": dict(x=_images(40, (64,)), y=np.arange(40) % 3),
-    "grey train, RGB test": dict(x=_images(40), y=np.arange(40) % 3, x_test=_images(10, (8, 8, 3)),
-                                 y_test=np.arange(10) % 3),
+    "grey train, RGB test": dict(
+        x=_images(40), y=np.arange(40) % 3, x_test=_images(10, (8, 8, 3)), y_test=np.arange(10) % 3
+    ),
     "channels first": dict(x=_images(40, (3, 8, 8)), y=np.arange(40) % 3),
     "not square": dict(x=_images(40, (8, 6)), y=np.arange(40) % 3),
     "floats above 1": dict(x=_images(40, dtype=np.float32), y=np.arange(40) % 3),
@@ -219,14 +423,26 @@ BAD_NPZ = {  # name: arrays of an npz that must be refused with one line
 
 @pytest.mark.parametrize("case", list(BAD_NPZ) + ["not an npz"])
 def test_bad_npz_is_a_one_line_error(case, tmp_path):
-    """Every malformed npz:PATH: exit 2 with one `error:` line, no traceback, before any training."""
+    """Every malformed npz:PATH: exit 2 with one `error:` line, no traceback, before any
+    training."""
     path = tmp_path / "data.npz"
     if case == "not an npz":
         path.write_bytes(b"plain bytes")
     else:
         np.savez(path, **BAD_NPZ[case])
-    result = run_script("train_vit.py", "--preset", "smoke", "--dataset", f"npz:{path}", "--out", str(tmp_path / "r"))
-    assert result.returncode == 2 and result.stderr.startswith("error:"), (case, result.stderr[-800:])
+    result = run_script(
+        "train_vit.py",
+        "--preset",
+        "smoke",
+        "--dataset",
+        f"npz:{path}",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error:"), (
+        case,
+        result.stderr[-800:],
+    )
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, case
 
 
@@ -234,6 +450,7 @@ def test_float_npz_images_are_scaled_not_truncated(tmp_path):
     """Float images in [0, 1] train like the same images as uint8 0..255 (not cast to {0, 1})."""
     sys.path.insert(0, HERE)
     import data
+
     x = _images(40)
     np.savez(tmp_path / "u8.npz", x=x, y=np.arange(40) % 3)
     np.savez(tmp_path / "f.npz", x=x.astype(np.float32) / 255, y=np.arange(40) % 3)
@@ -245,18 +462,31 @@ def test_float_npz_images_are_scaled_not_truncated(tmp_path):
 def test_txt_that_is_not_utf8_text_is_refused(content, tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes(content * 100)
-    result = run_script("train_lm.py", "--preset", "smoke", "--dataset", f"txt:{path}", "--out", str(tmp_path / "r"))
-    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    result = run_script(
+        "train_lm.py", "--preset", "smoke", "--dataset", f"txt:{path}", "--out", str(tmp_path / "r")
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.startswith("error:")
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_vit_more_blocks_than_layers_is_a_one_line_error(tmp_path):
-    result = run_script("train_vit.py", "--preset", "smoke", "--blocks", "5", "--out", str(tmp_path))
-    assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "layers" in result.stderr
+    result = run_script(
+        "train_vit.py", "--preset", "smoke", "--blocks", "5", "--out", str(tmp_path)
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().startswith("error:")
+        and "layers" in result.stderr
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # train_lm.py
 # ----------------------------------------------------------------------------------------------
+
 
 def _lm_smoke(model, out):
     result = run_script("train_lm.py", "--model", model, "--preset", "smoke", "--out", str(out))
@@ -264,7 +494,8 @@ def _lm_smoke(model, out):
     methods = json.loads((out / "metrics.json").read_text())["methods"]
     assert set(methods) == {"backprop", "diffusionblocks"}
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    assert dbk["iters"] == dbk["blocks"] * bp["iters"]  # compute matching: every block gets N updates
+    # compute matching: every block gets N updates
+    assert dbk["iters"] == dbk["blocks"] * bp["iters"]
     assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
     for r in methods.values():
         assert math.isfinite(r["gen_ppl"]) and r["gen_ppl"] >= 1 and r["samples"]
@@ -274,7 +505,8 @@ def _lm_smoke(model, out):
 
 def test_lm_mdm_smoke_writes_both_methods_with_finite_bpc(tmp_path):
     methods = _lm_smoke("mdm", tmp_path)
-    for r in methods.values():  # a model no better than uniform scores about log2 V: far below 100 bits
+    # a model no better than uniform scores about log2 V: far below 100 bits
+    for r in methods.values():
         assert 0 < r["test_bpc"] < 100 and abs(sum(r["test_bpc_per_block"]) - r["test_bpc"]) < 1e-9
         assert len(r["test_bpc_per_block"]) == 3
     assert (tmp_path / "bpc_per_block.png").exists()
@@ -283,40 +515,33 @@ def test_lm_mdm_smoke_writes_both_methods_with_finite_bpc(tmp_path):
 def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     methods = _lm_smoke("ar", tmp_path)
     for r in methods.values():
-        assert 0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["test_ce"] > 0
+        assert (
+            0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["test_ce"] > 0
+        )
         assert math.isfinite(r["gen_ppl_t1"]) and r["gen_ppl_t1"] >= 1
         assert 0 <= r["test_sample_acc"] <= 1
     assert 0 <= methods["diffusionblocks"]["test_next_token_acc_block0"] <= 1
-    assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1  # AR's paper values
-
-
-def test_lm_concat_mask_matches_brute_force():
-    """[noisy slots ; clean tokens]: a slot attends to itself and to clean tokens before its target position;
-    clean tokens are causal and never see a slot (Block Diffusion with block size 1)."""
-    sys.path.insert(0, HERE)
-    from train_lm import concat_mask
-    n = 5
-    for m in (n, 3, 1):  # training (a slot per position) and generation (the last position only)
-        tokens = [("noisy", n - m + 1 + k) for k in range(m)] + [("clean", j) for j in range(n)]
-        expected = torch.tensor([[(q == k) if q[0] == "noisy" and k[0] == "noisy" else
-                                  (k[0] == "clean" and k[1] < q[1]) if q[0] == "noisy" else
-                                  (k[0] == "clean" and k[1] <= q[1]) for k in tokens] for q in tokens])
-        assert torch.equal(concat_mask(n, m), expected), m
+    # AR's paper values
+    assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
 
 
 def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
-    """Perturbing clean token j moves the logits of targets p > j only; perturbing slot p moves slot p only."""
+    """Perturbing clean token j moves the logits of targets p > j only; perturbing slot p moves slot
+    p only."""
     sys.path.insert(0, HERE)
     from train_lm import CausalLM
+
     torch.manual_seed(0)
     net = CausalLM(vocab=11, width=16, depth=2, heads=2, seq_len=6, target_dim=8)
     with torch.no_grad():
-        for p in net.parameters():  # AdaLN-Zero starts as the identity with a zero head: wake every weight
+        # AdaLN-Zero starts as the identity with a zero head: wake every weight
+        for p in net.parameters():
             p.normal_(0, 0.3)
-    x, z, c_noise = torch.randint(11, (1, 6)), torch.randn(1, 6, 8), torch.randn(1, 6)  # slots hold targets 1..6
+    # slots hold targets 1..6
+    x, z, c_noise = torch.randint(11, (1, 6)), torch.randn(1, 6, 8), torch.randn(1, 6)
     out = net(z, c_noise, x)  # (1, 6, 11)
     for j in range(6):
-        moved = net(z, c_noise, torch.cat([x[:, :j], (x[:, j:j + 1] + 1) % 11, x[:, j + 1:]], 1))
+        moved = net(z, c_noise, torch.cat([x[:, :j], (x[:, j : j + 1] + 1) % 11, x[:, j + 1 :]], 1))
         changed = (moved - out).abs().amax(-1)[0] > 1e-6  # (6,) per slot k, target position k + 1
         assert changed.tolist() == [k + 1 > j for k in range(6)], j
         z2 = z.clone()
@@ -326,10 +551,13 @@ def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
 
 
 def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
-    """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last layer) gives the
-    slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with per-token conditions and concat_mask."""
+    """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last
+    layer) gives the slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with
+    per-token conditions and concat_mask."""
     sys.path.insert(0, HERE)
-    from train_lm import CausalLM, concat_mask
+    from diffusionblocks import concat_mask
+    from train_lm import CausalLM
+
     torch.manual_seed(0)
     net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
     with torch.no_grad():
@@ -339,7 +567,8 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
     N, n = x.shape
     for m in (n, 2, 1):  # training (a slot per position) and generation (the last position only)
         z = torch.randn(N, m, 8)
-        h = torch.cat([net.z_in(z) + net.pos[n - m + 1:n + 1], net.tok(x) + net.pos[:n]], 1)  # (N, m+n, D)
+        # (N, m+n, D)
+        h = torch.cat([net.z_in(z) + net.pos[n - m + 1 : n + 1], net.tok(x) + net.pos[:n]], 1)
         c = torch.cat([net.embed_sigma(c_noise[:, :m]), net.cond.expand(N, n, -1)], 1)
         for layer in net.layers:
             h = layer(h, c, concat_mask(n, m))
@@ -348,24 +577,30 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
 
 
 def test_lm_mdm_elbo_of_the_uniform_model_is_log2_vocabulary():
-    """A predictor that outputs the uniform distribution over V characters costs exactly log2 V bits per character."""
+    """A predictor that outputs the uniform distribution over V characters costs exactly log2 V bits
+    per character."""
     sys.path.insert(0, HERE)
-    from train_lm import MaskedDenoiser, MaskedDiffusionBlocks, mdm_elbo_bits
+    from diffusionblocks import MaskedDiffusionBlocks
+    from train_lm import MaskedDenoiser, mdm_elbo_bits
+
     V, N, n = 37, 16, 24
     x = torch.randint(V, (N, n), generator=torch.Generator().manual_seed(0))
     uniform = lambda z, t: torch.zeros(*z.shape, V)  # noqa: E731
     bits = mdm_elbo_bits(uniform, x, V, 3, 5, torch.Generator().manual_seed(1))
     assert abs(float(bits.sum()) / N - math.log2(V)) < 1e-6  # float32 cross-entropy
     assert (bits > 0).all()  # every t slice gets draws
-    fresh = MaskedDiffusionBlocks([MaskedDenoiser(V, 16, 1, 2, n) for _ in range(3)])  # AdaLN-Zero: zero logits
+    # AdaLN-Zero: 0 logits
+    fresh = MaskedDiffusionBlocks([MaskedDenoiser(V, 16, 1, 2, n) for _ in range(3)], V)
     bits = mdm_elbo_bits(fresh.logits, x, fresh.mask_id, 3, 5, torch.Generator().manual_seed(1))
     assert abs(float(bits.sum()) / N - math.log2(V)) < 1e-5
 
 
 def test_lm_mdm_elbo_matches_quadrature_for_a_t_dependent_model():
-    """For logits = t·a (the same on every token), the ELBO is ∫₀¹ mean_i −log2 softmax(t·a)[x_i] dt (trapezoid rule)."""
+    """For logits = t·a (the same on every token), the ELBO is ∫₀¹ mean_i −log2 softmax(t·a)[x_i] dt
+    (trapezoid rule)."""
     sys.path.insert(0, HERE)
     from train_lm import mdm_elbo_bits
+
     V, N, n = 20, 64, 32
     a = 4 * torch.randn(V, generator=torch.Generator().manual_seed(0))
     x = torch.randint(V, (N, n), generator=torch.Generator().manual_seed(1))
@@ -380,17 +615,23 @@ def test_lm_ngram_judge_is_a_normalised_distribution():
     """The judge's P(c | context) sums to 1 over the V characters, for seen and unseen contexts."""
     sys.path.insert(0, HERE)
     from lm_eval import CharNgram
+
     V = 7
-    train = torch.randint(V, (3000,), generator=torch.Generator().manual_seed(0)) % 4  # characters 4..6 unseen
+    # characters 4..6 unseen
+    train = torch.randint(V, (3000,), generator=torch.Generator().manual_seed(0)) % 4
     judge = CharNgram(train, V, order=4)
-    contexts = torch.cat([train[:5].view(1, 5), torch.tensor([[6, 5, 4, 0, 1]])])  # seen, then never seen
+    # seen, then never seen
+    contexts = torch.cat([train[:5].view(1, 5), torch.tensor([[6, 5, 4, 0, 1]])])
     for context in contexts:
-        seqs = torch.cat([context.expand(V, 5), torch.arange(V)[:, None]], 1)  # (V, 6): every next character
+        # (V, 6): every next character
+        seqs = torch.cat([context.expand(V, 5), torch.arange(V)[:, None]], 1)
         assert abs(float(judge.log_probs(seqs)[:, -1].exp().sum()) - 1) < 1e-12
 
 
 def test_lm_bad_model_is_an_error_with_status_2(tmp_path):
-    result = run_script("train_lm.py", "--preset", "smoke", "--model", "gru", "--out", str(tmp_path))
+    result = run_script(
+        "train_lm.py", "--preset", "smoke", "--model", "gru", "--out", str(tmp_path)
+    )
     assert result.returncode == 2 and "--model" in result.stderr
 
 
@@ -398,56 +639,101 @@ def test_lm_bad_model_is_an_error_with_status_2(tmp_path):
 # benchmark.py
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, names", [
-    (["--blocks", "a,b"], "--blocks"),  # not integers
-    (["--blocks", "2,7"], "1..6"),  # more blocks than the smoke models' 6 layers
-    (["--blocks", "0"], "1..6"),
-    (["--out", "."], "--out"),  # a folder, not a file
-])
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--blocks", "a,b"], "--blocks"),  # not integers
+        (["--blocks", "2,7"], "1..6"),  # more blocks than the smoke models' 6 layers
+        (["--blocks", "0"], "1..6"),
+        (["--out", "."], "--out"),  # a folder, not a file
+    ],
+)
 def test_benchmark_bad_flags_are_one_line_errors_before_any_work(args, names):
-    """Bad --blocks or --out: exit 2 with one `error:` line naming the flag and what is allowed, no traceback."""
+    """Bad --blocks or --out: exit 2 with one `error:` line naming the flag and what is allowed, no
+    traceback."""
     result = run_script("benchmark.py", "--smoke", "--device", "cpu", *args)
-    assert result.returncode == 2 and result.stderr.startswith("error:") and names in result.stderr, result.stderr
+    assert (
+        result.returncode == 2 and result.stderr.startswith("error:") and names in result.stderr
+    ), result.stderr
     assert "Traceback" not in result.stderr and "measured" not in result.stdout
 
 
-def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_plus_a_stem(tmp_path):
-    """--memory fit (steps at batches 2 and 3, activations extrapolated) gives exactly the bytes of a step at the
-    stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its own stem and head; the layer
-    that checkpointing recomputes holds 1/L of what checkpointing saves on L identical layers."""
+def test_benchmark_fitted_bytes_equal_a_real_step_and_a_block_holds_its_layers_plus_a_stem(
+    tmp_path,
+):
+    """--memory fit (steps at batches 2 and 3, activations extrapolated) gives exactly the bytes of
+    a step at the stated batch; a DiT block of L/2 layers holds half the layers' parameters plus its
+    own stem and head; the layer that checkpointing recomputes holds 1/L of what checkpointing saves
+    on L identical layers."""
     rows = {}
     for memory in ("fit", "step"):
         out = tmp_path / f"{memory}.json"
-        result = run_script("benchmark.py", "--smoke", "--device", "cpu", "--memory", memory, "--repeats", "1",
-                            "--out", str(out))
+        result = run_script(
+            "benchmark.py",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--memory",
+            memory,
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         rows[memory] = json.loads(out.read_text())
     assert (tmp_path / "fit.png").exists()
-    required = {"arch", "blocks", "e2e_bytes", "block_bytes_max", "memory_ratio", "time_ratio", "device"}
+    required = {
+        "arch",
+        "blocks",
+        "e2e_bytes",
+        "block_bytes_max",
+        "memory_ratio",
+        "time_ratio",
+        "device",
+    }
     for fit, step in zip(rows["fit"], rows["step"]):
-        assert required <= set(fit) and (fit["arch"], fit["blocks"]) == (step["arch"], step["blocks"])
+        assert required <= set(fit) and (fit["arch"], fit["blocks"]) == (
+            step["arch"],
+            step["blocks"],
+        )
         for key in ("e2e", "block_max", "ckpt", "both"):
             assert fit[key] == step[key], (fit["arch"], fit["blocks"], key)
         assert len(fit["block_bytes"]) == fit["blocks"] and fit["time_ratio"] > 0
         assert fit["memory_ratio"] == fit["e2e_bytes"] / fit["block_bytes_max"]
         e2e, ckpt = fit["e2e"], fit["ckpt"]
-        assert e2e["gradients"] == e2e["parameters"] and e2e["optimizer_state"] >= 2 * e2e["parameters"]  # AdamW
+        # AdamW
+        assert (
+            e2e["gradients"] == e2e["parameters"]
+            and e2e["optimizer_state"] >= 2 * e2e["parameters"]
+        )
         assert ckpt["parameters"] == e2e["parameters"] and ckpt["activations"] < e2e["activations"]
     sys.path.insert(0, HERE)
     from train_dit import DiT
-    stem_and_head = 4 * sum(p.numel() for p in DiT(8, 3, 2, 32, 0, 2, 10).parameters())  # benchmark's smoke DiT, 0 layers
+
+    # benchmark's smoke DiT, 0 layers
+    stem_and_head = 4 * sum(p.numel() for p in DiT(8, 3, 2, 32, 0, 2, 10).parameters())
     dit = {r["blocks"]: r for r in rows["fit"] if r["arch"] == "dit"}
-    assert dit[2]["block_max"]["parameters"] == (dit[2]["e2e"]["parameters"] + stem_and_head) / 2  # 3 of 6 layers
+    # 3 of 6 layers
+    assert dit[2]["block_max"]["parameters"] == (dit[2]["e2e"]["parameters"] + stem_and_head) / 2
     assert dit[1]["memory_ratio"] == 1.0  # backprop is the one-block container
-    for r in rows["fit"]:  # 6 identical layers: checkpointing keeps their inputs, backward recomputes one layer at a time
+    # 6 identical layers: checkpointing keeps their inputs, backward recomputes one layer at a time
+    for r in rows["fit"]:
         if r["arch"] in ("vit", "dit", "mdm") and r["blocks"] == 1:
-            assert 6 * r["ckpt"]["recomputed"] == r["e2e"]["activations"] - r["ckpt"]["activations"] > 0, r["arch"]
-    assert dit[2]["both_bytes"] < min(dit[2]["ckpt_bytes"], dit[2]["block_bytes_max"])  # both: less than either
+            assert (
+                6 * r["ckpt"]["recomputed"]
+                == r["e2e"]["activations"] - r["ckpt"]["activations"]
+                > 0
+            ), r["arch"]
+    # both: less than either
+    assert dit[2]["both_bytes"] < min(dit[2]["ckpt_bytes"], dit[2]["block_bytes_max"])
 
 
 # ----------------------------------------------------------------------------------------------
 # train_huginn.py
 # ----------------------------------------------------------------------------------------------
+
 
 def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path):
     result = run_script("train_huginn.py", "--preset", "smoke", "--out", str(tmp_path))
@@ -455,20 +741,60 @@ def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path)
     methods = json.loads((tmp_path / "metrics.json").read_text())["methods"]
     assert set(methods) == {"bptt", "diffusionblocks"}
     for r in methods.values():
-        assert 0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["gen_ppl"] >= 1
+        assert (
+            0 <= r["test_next_token_acc"] <= 1 and math.isfinite(r["test_ce"]) and r["gen_ppl"] >= 1
+        )
         assert [q["iters"] for q in r["quality_vs_iters"]] == [1, 2, 4, 8]  # smoke: mean K = 4
     bp, dbk = methods["bptt"], methods["diffusionblocks"]
     assert dbk["train_layer_evals_per_step"] == 2 + 4 + 2  # one pass of prelude, core and coda
     assert bp["train_layer_evals_per_step"] > 8  # 2 + 4K + 2 with a random K ≥ 1 of mean 4
     assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
     assert (tmp_path / "quality_vs_iters.png").exists() and (tmp_path / "comparison.png").exists()
+    # every --grid × --readout
+    readouts = {key for key in dbk if key.startswith("test_next_token_acc_")}
+    assert readouts == {
+        f"test_next_token_acc_{grid}_{readout}"
+        for grid in ("boundaries", "final")
+        for readout in ("last", "sum")
+    }
+    # the default read-out
+    assert dbk["test_next_token_acc_boundaries_last"] == dbk["test_next_token_acc"]
+
+
+def test_huginn_study_runs_the_validation_variants(tmp_path):
+    result = run_script("study_huginn.py", "--preset", "smoke", "--out", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads((tmp_path / "study.json").read_text())["methods"]
+    assert set(runs) == {
+        "k1_input_norm",
+        "bptt_k16_600",
+        "bptt_k32_partial",
+        "db_mislabel0.2",
+        "db_mislabel0.4",
+        "db_mislabel0.6",
+        "ar_backprop_reference",
+    }
+    # 3/4 of steps, all
+    assert runs["k1_input_norm"]["iters"] == 9 and runs["db_mislabel0.6"]["iters"] == 12
+    for name, r in runs.items():  # each run on the validation text, as its own metrics.json says
+        saved = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert saved["config"]["validation"] and 0 <= r["val_next_token_acc"] <= 1
+        assert r["curve"][-1] == [r["iters"], r["val_next_token_acc"]]
+    assert (
+        json.loads((tmp_path / "db_mislabel0.2" / "metrics.json").read_text())["config"]["mislabel"]
+        == 0.2
+    )
+    # the read-outs
+    assert sum(key.startswith("val_next_token_acc_") for key in runs["db_mislabel0.6"]) == 4
 
 
 def test_huginn_layer_counter_iteration_sampler_and_causality():
-    """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step); K's mean = --mean-iters
-    within 5 standard errors of the closed form; the denoiser at position i depends on tokens and states ≤ i only."""
+    """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step); K's
+    mean = --mean-iters within 5 standard errors of the closed form; the denoiser at position i
+    depends on tokens and states ≤ i only."""
     sys.path.insert(0, HERE)
     from train_huginn import Config, RecurrentDepthLM, build_model, huginn_iters, next_token_logits
+
     torch.manual_seed(0)
     x = torch.randint(11, (2, 6))
     net = RecurrentDepthLM(vocab=11, width=16, heads=2, seq_len=6)
@@ -477,20 +803,26 @@ def test_huginn_layer_counter_iteration_sampler_and_causality():
         for model, expected in ((net, 2 + 4 * K + 2), (container, 2 + 6 * K)):
             before = (model.blocks[0] if model is container else model).layer_evals
             next_token_logits(model, x, K)
-            assert (model.blocks[0] if model is container else model).layer_evals - before == expected
+            assert (
+                model.blocks[0] if model is container else model
+            ).layer_evals - before == expected
     mean, draws = 8, [huginn_iters(8, torch.Generator().manual_seed(s)) for s in range(4000)]
-    # K − 1 ~ Poisson(λ), λ = (mean − 1)·LogNormal(−σ²/2, σ): Var K = E λ + Var λ = 7 + 49·(e^{σ²} − 1), σ = 0.5
+    # K − 1 ~ Poisson(λ), λ = (mean − 1)·LogNormal(−σ²/2, σ): Var K = E λ + Var λ = 7 + 49·(e^{σ²} −
+    # 1), σ = 0.5
     std = math.sqrt(7 + 49 * (math.exp(0.25) - 1))
     assert min(draws) >= 1 and abs(sum(draws) / len(draws) - mean) < 5 * std / math.sqrt(len(draws))
     assert {huginn_iters(1, torch.Generator().manual_seed(s)) for s in range(20)} == {1}
     den = container.blocks[0]
     with torch.no_grad():
-        for p in den.parameters():  # AdaLN-Zero starts as the identity with a zero head: wake every weight
+        # AdaLN-Zero starts as the identity with a zero head: wake every weight
+        for p in den.parameters():
             p.normal_(0, 0.3)
         z, c_noise = torch.randn(2, 6, 16), torch.randn(2, 6)
         out = den(z, c_noise, x)
         for j in range(6):
-            moved_x = den(z, c_noise, torch.cat([x[:, :j], (x[:, j:j + 1] + 1) % 11, x[:, j + 1:]], 1))
+            moved_x = den(
+                z, c_noise, torch.cat([x[:, :j], (x[:, j : j + 1] + 1) % 11, x[:, j + 1 :]], 1)
+            )
             z2 = z.clone()
             z2[:, j] += 1
             for moved in (moved_x, den(z2, c_noise, x)):
@@ -499,11 +831,20 @@ def test_huginn_layer_counter_iteration_sampler_and_causality():
 
 
 def kill_at_checkpoint(args, ckpt):
-    """Start a run, kill -9 it as soon as `ckpt` is written (mid-run: the test fails if the run ended first)."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=HERE, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    """Start a run, kill -9 it as soon as `ckpt` is written (mid-run: the test fails if the run
+    ended first)."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=HERE,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not ckpt.exists():
-        assert proc.poll() is None, f"the run ended before writing {ckpt}: {proc.stderr.read()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the run ended before writing {ckpt}: {proc.stderr.read()[-2000:]}"
+        )
         time.sleep(0.005)
     proc.kill()
     proc.wait()
@@ -513,43 +854,71 @@ def kill_at_checkpoint(args, ckpt):
 
 
 def without_timing(value):
-    """metrics.json without what a resumed run may legitimately change: wall times, --resume and --out."""
+    """metrics.json without what a resumed run may legitimately change: wall times, --resume and
+    --out."""
     if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items()
-                if "seconds" not in k and k not in ("resume", "out", "cuda_peak")}
+        return {
+            k: without_timing(v)
+            for k, v in value.items()
+            if "seconds" not in k and k not in ("resume", "out", "cuda_peak")
+        }
     if isinstance(value, list):
         return [without_timing(v) for v in value]
     return value
 
 
-@pytest.mark.parametrize("script, flags, methods", [
-    ("train_vit.py", [], ["backprop", "diffusionblocks"]),
-    ("train_dit.py", [], ["backprop", "diffusionblocks"]),
-    ("train_lm.py", ["--model", "mdm"], ["backprop", "diffusionblocks"]),
-    ("train_lm.py", ["--model", "ar"], ["backprop", "diffusionblocks"]),
-    ("train_huginn.py", [], ["bptt", "diffusionblocks"]),
-])
-def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(tmp_path, script, flags, methods):
-    """Default flags (smoke size, longer so that it can be killed): kill -9 right after a checkpoint of each method
-    in turn, --resume each time; metrics.json (curves, metrics, memory) equals the uninterrupted run's but for
-    wall times."""
-    common = [script, "--preset", "smoke", *flags, "--steps", "60", "--ckpt-every", "5", "--eval-every", "30",
-              "--data-dir", str(tmp_path)]
+@pytest.mark.parametrize(
+    "script, flags, methods",
+    [
+        ("train_vit.py", [], ["backprop", "diffusionblocks"]),
+        ("train_dit.py", [], ["backprop", "diffusionblocks"]),
+        ("train_lm.py", ["--model", "mdm"], ["backprop", "diffusionblocks"]),
+        ("train_lm.py", ["--model", "ar"], ["backprop", "diffusionblocks"]),
+        ("train_huginn.py", [], ["bptt", "diffusionblocks"]),
+    ],
+)
+def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(
+    tmp_path, script, flags, methods
+):
+    """Default flags (smoke size, longer so that it can be killed): kill -9 right after a checkpoint
+    of each method in turn, --resume each time; metrics.json (curves, metrics, memory) equals the
+    uninterrupted run's but for wall times."""
+    common = [
+        script,
+        "--preset",
+        "smoke",
+        *flags,
+        "--steps",
+        "60",
+        "--ckpt-every",
+        "5",
+        "--eval-every",
+        "30",
+        "--data-dir",
+        str(tmp_path),
+    ]
     assert run_script(*common, "--out", str(tmp_path / "whole"), timeout=600).returncode == 0
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     out = tmp_path / "killed"
     for i, method in enumerate(methods):
-        killed_at = kill_at_checkpoint([*common, "--out", str(out), *(["--resume"] if i else [])],
-                                       out / method / "ckpt.pt")
+        killed_at = kill_at_checkpoint(
+            [*common, "--out", str(out), *(["--resume"] if i else [])], out / method / "ckpt.pt"
+        )
         assert killed_at < whole["methods"][method]["iters"], (method, killed_at)
     result = run_script(*common, "--out", str(out), "--resume", timeout=600)
-    assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[-2000:]
+    assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[
+        -2000:
+    ]
     resumed = json.loads((out / "metrics.json").read_text())
     assert without_timing(resumed) == without_timing(whole)
 
 
-@pytest.mark.parametrize("script", ["train_vit.py", "train_dit.py", "train_lm.py", "train_huginn.py", "benchmark.py"])
+@pytest.mark.parametrize(
+    "script", ["train_vit.py", "train_dit.py", "train_lm.py", "train_huginn.py", "benchmark.py"]
+)
 def test_help_lists_the_flags(script):
     """-h prints every flag's help (a '%' in a help text once made argparse crash) and exits 0."""
     result = run_script(script, "-h")
-    assert result.returncode == 0 and "--out" in result.stdout and "Traceback" not in result.stderr, result.stderr[-500:]
+    assert (
+        result.returncode == 0 and "--out" in result.stdout and "Traceback" not in result.stderr
+    ), result.stderr[-500:]

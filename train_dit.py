@@ -1,26 +1,23 @@
-"""Class-conditional DiT image generation: end-to-end backprop (one `db.DiffusionBlocks` block of L layers over the
-whole σ range) beside DiffusionBlocks (§4.2: B blocks of L/B layers, each trained alone; one block per sampling step).
+"""Class-conditional DiT image generation: end-to-end backprop (one `db.DiffusionBlocks` block of L
+layers over the whole σ range) beside DiffusionBlocks (§4.2: B blocks of L/B layers, each trained
+alone; one block per sampling step).
 
   python train_dit.py                                   # both methods on bundled digits, CPU
-  python train_dit.py --ablation                        # uniform vs equiprob (γ=0, B=3); B ∈ {1,2,3,4,6}
   python train_dit.py --method diffusionblocks --block 1 --out runs/dit   # block 1 alone (own process)
   python train_dit.py --method diffusionblocks --assemble --out runs/dit  # evaluate the saved blocks
   python train_dit.py --preset paper                    # DiT-S/2 on CIFAR-10, one GPU
+  python study_dit.py                                   # the ablations: partition (γ=0, B=3), B ∈ {1,2,3,4,6}
 
-`fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance in the features of
-a small CNN classifier trained here on the training split, comparable only between runs of this project on the same
-data. `fid_ema` and `test_denoise_loss_ema` are those of the EMA of the weights (--ema).
+`fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance
+in the features of a small CNN classifier trained here on the training split (fid.py), comparable
+only between runs of this project on the same data. `fid_ema` and `test_denoise_loss_ema` are those
+of the EMA of the weights (--ema).
 """
+
 import dataclasses
-import functools
-import hashlib
-import json
-import math
 import os
-import re
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,65 +25,119 @@ from tqdm import tqdm
 
 import common
 import diffusionblocks as db
-from data import load_images, random_shift, validation_split
+from data import load_images, validation_split
+from fid import FID_FEATURES, feature_network, frechet_distance, inception_network
 
 METHODS = ["backprop", "diffusionblocks"]
-PAPER_FID = {"blocks": {1: 39.83, 2: 35.47, 3: 38.03, 4: 45.43, 6: 53.32},  # CIFAR-10, γ = 0
-             "partition": {"uniform": 43.53, "equiprob": 38.03}}            # B = 3, γ = 0
-FID_FEATURES = {"classifier": "small CNN, NOT Inception",
-                "inception": "Inception-v3 (torch-fidelity)"}
-ABLATION = [(1, "equiprob"), (2, "equiprob"), (3, "equiprob"), (4, "equiprob"), (6, "equiprob"), (3, "uniform")]
 
 
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    layers: int = common.option(6, "L, DiT layers of the whole network (CPU-sized; paper: 12, DiT-S)")
+    layers: int = common.option(
+        6, "L, DiT layers of the whole network (CPU-sized; paper: 12, DiT-S)"
+    )
     width: int = common.option(96, "model width (CPU-sized; paper: 384)")
     heads: int = common.option(4, "attention heads (CPU-sized; paper: 6)")
     patch: int = common.option(2, "patch size in pixels (paper: 2, DiT-S/2)")
     steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
     batch_size: int = common.option(128, "batch size (CPU-sized; paper: 512)")
     lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 1e-4)")
-    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay (paper: constant 1e-4)")
+    min_lr: float = common.option(
+        1e-4, "learning rate at the end of the cosine decay (paper: constant 1e-4)"
+    )
     warmup: float = common.option(0.05, "warm-up fraction of the iterations (paper: none)")
-    label_dropout: float = common.option(0.1, "fraction of training labels replaced by the null class (paper: 0.1)")
-    guidance: float = common.option(2.0, "classifier-free guidance scale s at sampling; 1 = no guidance (paper: 2.0)")
+    label_dropout: float = common.option(
+        0.1, "fraction of training labels replaced by the null class (paper: 0.1)"
+    )
+    guidance: float = common.option(
+        2.0, "classifier-free guidance scale s at sampling; 1 = no guidance (paper: 2.0)"
+    )
     sample_steps: int = common.option(50, "sampling steps on the equal-CDF σ grid (paper: 50)")
     sampler: str = common.option("euler", "ODE sampler", ["euler", "heun"])
-    fid: str = common.option("classifier", "feature network of `fid`: a small CNN trained here (NOT Inception), or "
-                             "Inception-v3 (pip install torch-fidelity; the paper preset's default). Protocol: "
-                             "--fid-samples images, labels balanced over the classes, --sample-steps steps of --sampler "
-                             "with guidance --guidance, against every image of the --fid-reference split (paper preset: "
-                             "10,000 against the 10,000 test images; the common protocol: --fid-samples 50000 "
-                             "--fid-reference train)", ["classifier", "inception"])
-    fid_samples: int = common.option(1000, "generated images compared with the --fid-reference split by `fid`")
-    fid_reference: str = common.option("test", "the images `fid` compares the samples with: the test split (with "
-                                       "--validation: the held-out part of the training split), or the training "
-                                       "split", ["test", "train"])
-    ema: float = common.option(0.999, "decay of the EMA of the weights (one per block), warmed up as min(decay, "
-                               "(1 + n)/(10 + n)) at update n; 0: none (CPU-sized, provisional until chosen on "
-                               "validation data; paper: 0.9999, DiT)")
-    validation: bool = common.option(False, "evaluate on 20 % of the training split held out (to choose --ema)")
-    fid_classifier_steps: int = common.option(600, "training iterations of the feature CNN (cached under --data-dir)")
-    ablation: bool = common.option(False, "run the partition (γ=0, B=3) and block-count (B ∈ 1,2,3,4,6) ablations")
-    eval_every: int = common.option(500, "iterations between test denoising losses (learning curves)")
-    curve_images: int = common.option(0, "test images of each learning-curve test_denoise_loss (0: all); the final "
-                                         "test_denoise_loss always uses all")
+    fid: str = common.option(
+        "classifier",
+        "feature network of `fid` (fid.py): a small CNN trained here (NOT "
+        "Inception), or Inception-v3 (pip install torch-fidelity; the paper preset's "
+        "default). Protocol: --fid-samples images, labels balanced over the classes, "
+        "--sample-steps steps of --sampler with guidance --guidance, against every "
+        "image of the --fid-reference split (paper preset: 10,000 against the 10,000 "
+        "test images; the common protocol: --fid-samples 50000 --fid-reference train)",
+        ["classifier", "inception"],
+    )
+    fid_samples: int = common.option(
+        1000, "generated images compared with the --fid-reference split by `fid`"
+    )
+    fid_reference: str = common.option(
+        "test",
+        "the images `fid` compares the samples with: the test split "
+        "(with --validation: the held-out part of the training split), or the "
+        "training split",
+        ["test", "train"],
+    )
+    ema: float = common.option(
+        0.999,
+        "decay of the EMA of the weights (one per block), warmed up as "
+        "min(decay, (1 + n)/(10 + n)) at update n; 0: none (CPU-sized, provisional "
+        "until chosen on validation data; paper: 0.9999, DiT)",
+    )
+    validation: bool = common.option(
+        False, "evaluate on 20 % of the training split held out (to choose --ema)"
+    )
+    fid_classifier_steps: int = common.option(
+        600, "training iterations of the feature CNN (cached under --data-dir)"
+    )
+    eval_every: int = common.option(
+        500, "iterations between test denoising losses (learning curves)"
+    )
+    curve_images: int = common.option(
+        0,
+        "test images of each learning-curve test_denoise_loss (0: all); the "
+        "final test_denoise_loss always uses all",
+    )
 
 
 PRESETS = {
-    "smoke": dict(layers=3, width=32, heads=2, steps=12, batch_size=32, sample_steps=6, fid_samples=100,
-                  fid_classifier_steps=30, eval_every=6, ckpt_every=6),
+    "smoke": dict(
+        layers=3,
+        width=32,
+        heads=2,
+        steps=12,
+        batch_size=32,
+        sample_steps=6,
+        fid_samples=100,
+        fid_classifier_steps=30,
+        eval_every=6,
+        ckpt_every=6,
+    ),
     "cpu": {},
-    "paper": dict(dataset="cifar10", layers=12, width=384, heads=6, patch=2, blocks=3, gamma=0.05, batch_size=512,
-                  lr=1e-4, min_lr=1e-4, warmup=0.0, steps=98 * 100, fid="inception", fid_samples=10_000,
-                  fid_classifier_steps=5000, ema=0.9999, eval_every=980, ckpt_every=980, curve_images=1000),
+    "paper": dict(
+        dataset="cifar10",
+        layers=12,
+        width=384,
+        heads=6,
+        patch=2,
+        blocks=3,
+        gamma=0.05,
+        batch_size=512,
+        lr=1e-4,
+        min_lr=1e-4,
+        warmup=0.0,
+        steps=98 * 100,
+        fid="inception",
+        fid_samples=10_000,
+        fid_classifier_steps=5000,
+        ema=0.9999,
+        eval_every=980,
+        ckpt_every=980,
+        curve_images=1000,
+    ),
     # 100 epochs of 50,000 images at batch 512, constant lr
 }
 
 
 def pos_embedding_2d(grid, dim):
-    """Fixed 2-D sin-cos position embedding of a grid×grid patch grid (DiT, from MAE): (1, grid², dim)."""
+    """Fixed 2-D sin-cos position embedding of a grid×grid patch grid (DiT, from MAE): (1, grid²,
+    dim)."""
     omega = 1 / 10_000 ** (torch.arange(dim // 4) / (dim // 4))  # (D/4,)
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     args = torch.cat([rows.reshape(-1, 1) * omega, cols.reshape(-1, 1) * omega], dim=1)  # (T, D/2)
@@ -94,11 +145,13 @@ def pos_embedding_2d(grid, dim):
 
 
 class DiT(nn.Module):
-    """Patchify → fixed positions → L AdaLN-Zero layers → final AdaLN + linear → unpatchify (DiT §3.2).
+    """Patchify → fixed positions → L AdaLN-Zero layers → final AdaLN + linear → unpatchify (DiT
+    §3.2).
 
-    Called as the EDM network F(c_in·z, c_noise, class); every layer is conditioned on
-    c = MLP(sigma_embedding(c_noise)) + label_embedding(class), and class `num_classes` is the null class
-    of classifier-free guidance. The AdaLN gates and the head start at 0 (db layers), so F = 0 at init.
+    Called as the EDM network F(c_in·z, c_noise, class); every layer is conditioned on c =
+    MLP(sigma_embedding(c_noise)) + label_embedding(class), and class `num_classes` is the null
+    class of classifier-free guidance. The AdaLN gates and the head start at 0 (db layers), so F = 0
+    at init.
     """
 
     def __init__(self, image_size, channels, patch, width, depth, heads, num_classes):
@@ -108,7 +161,8 @@ class DiT(nn.Module):
         self.register_buffer("pos", pos_embedding_2d(image_size // patch, width))
         self.embed_sigma = db.SigmaEmbedder(width)
         self.label_embedding = nn.Embedding(num_classes + 1, width)
-        nn.init.normal_(self.label_embedding.weight, std=0.02)  # DiT's init: as small as the σ embedding's output
+        # DiT's init: as small as the σ embedding
+        nn.init.normal_(self.label_embedding.weight, std=0.02)
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, patch * patch * channels)
 
@@ -124,119 +178,26 @@ class DiT(nn.Module):
 
 
 def build_model(cfg, method, image_size, channels, num_classes):
-    """A DiffusionBlocks container of DiTs splitting cfg.layers: B = cfg.blocks blocks, or for backprop one block."""
+    """A DiffusionBlocks container of DiTs splitting cfg.layers: B = cfg.blocks blocks, or for
+    backprop one block."""
     num_blocks = 1 if method == "backprop" else cfg.blocks
-    blocks = [DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
-              for depth in db.split_layers(cfg.layers, num_blocks)]
+    blocks = [
+        DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
+        for depth in db.split_layers(cfg.layers, num_blocks)
+    ]
     return db.DiffusionBlocks(blocks, gamma=cfg.gamma, partition=cfg.partition)
 
 
-def train_step(model, optimizers, batch, block, generator=None):
-    """One DiffusionBlocks iteration of `block` (Fig. 3) on batch = (labels, images); the loss, detached."""
-    labels, images = batch
-    with common.autocast(images.device):
-        return model.train_step(labels, images, optimizers, block=block, generator=generator)[1]
-
-
-def to_unit(x):
-    """uint8 images -> float in [-1, 1]."""
-    return x.float() / 127.5 - 1
-
-
 # ----------------------------------------------------------------------------------------------
-# `fid`: Fréchet distance in the features of a small CNN classifier (NOT Inception FID)
+# Data
 # ----------------------------------------------------------------------------------------------
 
-class FeatureCNN(nn.Module):
-    """Small CNN classifier; its 128 pooled features (before the linear head) are the space of `fid`."""
-
-    def __init__(self, channels, num_classes):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.GELU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (N, 128)
-        self.head = nn.Linear(128, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-def feature_network(cfg, data, device):
-    """The feature CNN of these training images: loaded from --data-dir, or trained on them and cached there under
-    a name that holds a digest of their content (new data under an old name trains a new network)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.dataset)
-    digest = hashlib.sha256(data["x_train"].numpy().tobytes() + data["y_train"].numpy().tobytes()).hexdigest()[:16]
-    path = os.path.join(cfg.data_dir, f"fid-cnn-{name}-{digest}-seed{cfg.seed}-{cfg.fid_classifier_steps}.pt")
-    net = FeatureCNN(data["x_train"].shape[1], data["num_classes"]).to(device)
-    if os.path.exists(path):
-        saved = torch.load(path, map_location=device, weights_only=False)
-        net.load_state_dict(saved["model"])
-    else:
-        gen, shift_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed)
-        opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
-        x_train, y_train = data["x_train"].to(device), data["y_train"].to(device)
-        for it in tqdm(range(cfg.fid_classifier_steps), desc="fid feature CNN", mininterval=1.0):  # shifts ≤ 1/8 side
-            idx = torch.randint(len(x_train), (128,), generator=gen).to(device)
-            x = random_shift(to_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
-            loss = F.cross_entropy(net(x), y_train[idx])
-            common.set_lr(opt, common.cosine_lr(it / cfg.fid_classifier_steps, 0.05, 2e-3, 1e-5))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            logits = torch.cat([net(to_unit(x)) for x in data["x_test"].to(device).split(1000)])
-        accuracy = (logits.argmax(-1).cpu() == data["y_test"]).float().mean().item()
-        saved = {"model": net.state_dict(), "test_acc": accuracy}
-        common.save_atomic(saved, path)
-    net.eval().requires_grad_(False)
-    print(f"fid features: a small CNN (test accuracy {saved['test_acc']:.3f}, {path}); "
-          "this `fid` is NOT Inception FID and is comparable only within this project")
-    return net.features  # (N, C, H, W) in [-1, 1] -> (N, 128)
-
-
-def inception_network(device):
-    """Inception-v3 pool features (2048) of torch-fidelity, the network of standard FID; weights by torch.hub."""
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    except ImportError as e:
-        common.fail(f"--fid inception needs torch-fidelity and a working torchvision (pip install torch-fidelity): {e}")
-    try:
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).to(device)
-    except Exception as e:  # the weights download (about 100 MB) failed: no internet, or a proxy
-        common.fail(f"--fid inception could not load the Inception weights ({e}); use --fid classifier offline")
-
-    def features(x):
-        """(N, C, H, W) in [-1, 1] -> (N, 2048); grey images repeated to RGB, resized to 299 inside."""
-        x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)[0]
-
-    print("fid features: Inception-v3 (torch-fidelity); with few test images this is not comparable to published FIDs")
-    return features
-
-
-def frechet_distance(a, b):
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2·(Σ_a^½ Σ_b Σ_a^½)^½), Gaussians fitted to rows (FID, Heusel et al. 2017); NaN
-    when a feature is not a finite number (samples of a diverged model)."""
-    a, b = a.double(), b.double()
-    if not (a.isfinite().all() and b.isfinite().all()):
-        return math.nan
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)  # (K, K)
-    eigvals, eigvecs = torch.linalg.eigh(cov_a)
-    root_a = eigvecs @ torch.diag(eigvals.clamp(min=0).sqrt()) @ eigvecs.T  # Σ_a^½ (symmetric PSD)
-    inner = root_a @ cov_b @ root_a
-    trace_root = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()  # tr((Σ_a Σ_b)^½)
-    return float((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data, training and evaluation
-# ----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Images:
-    """The dataset on its device, and the features that `fid` compares, shared by training and evaluation."""
+    """The dataset on its device, and the features that `fid` compares, shared by training and
+    evaluation."""
+
     x_train: torch.Tensor  # (N, C, H, W) uint8, on the device
     y_train: torch.Tensor  # (N,), on the device
     x_test: torch.Tensor  # (M, C, H, W) in [-1, 1], on the CPU (moved per batch)
@@ -249,68 +210,102 @@ class Images:
 
 
 def check_config(cfg):
-    """Refuse, in one line, flags that cannot work together (run by parse_config, before --out is created)."""
-    if cfg.ablation and (cfg.method != "all" or cfg.block >= 0 or cfg.assemble):
-        common.fail("--ablation trains its own list of models; drop --method, --block and --assemble")
-    if cfg.ablation and cfg.layers < max(b for b, _ in ABLATION):
-        common.fail(f"--ablation splits the layers into up to 6 blocks; --layers must be >= 6, got {cfg.layers}")
+    """Refuse, in one line, flags that cannot work together (run by parse_config, before --out is
+    created)."""
     if cfg.width % 4:
         common.fail(f"--width {cfg.width} must be divisible by 4 (2-D sin-cos positions)")
 
 
+def to_unit(x):
+    """uint8 images -> float in [-1, 1]."""
+    return x.float() / 127.5 - 1
+
+
 def load_data(cfg, device):
-    """The images of --dataset (checked against --patch; with --validation the test split is 20 % of the training
-    split, held out) and the features of `fid`'s reference split."""
+    """The images of --dataset (checked against --patch; with --validation the test split is 20 % of
+    the training split, held out) and the features of `fid`'s reference split (fid.py)."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     if cfg.validation:
         data = validation_split(data, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
-        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
-    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
-          f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
-          f"{data['num_classes']} classes")
-    features = feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)
+        common.fail(
+            f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})"
+        )
+    print(
+        f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
+        f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
+        f"{data['num_classes']} classes"
+    )
+    features = (
+        feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)
+    )
     x_test = to_unit(data["x_test"])
     with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
-        reference = (to_unit(x) for x in data["x_train"].split(1000)) if cfg.fid_reference == "train" else x_test.split(1000)
+        reference = (
+            (to_unit(x) for x in data["x_train"].split(1000))
+            if cfg.fid_reference == "train"
+            else x_test.split(1000)
+        )
         reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
-    return Images(data["x_train"].to(device), data["y_train"].to(device), x_test, data["y_test"], data["num_classes"],
-                  cfg.dataset.startswith("cifar"), device, features, reference_features)
+    return Images(
+        data["x_train"].to(device),
+        data["y_train"].to(device),
+        x_test,
+        data["y_test"],
+        data["num_classes"],
+        cfg.dataset.startswith("cifar"),
+        device,
+        features,
+        reference_features,
+    )
 
 
-def get_batch(cfg, data, it, generator):
-    """(labels with --label-dropout of them replaced by the null class, images in [-1, 1]); random flips on CIFAR."""
+def get_batch(cfg, data, generator):
+    """(labels with --label-dropout of them replaced by the null class, images in [-1, 1]); random
+    flips on CIFAR."""
     device = data.device
     idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
     drop = (torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout).to(device)
     x = to_unit(data.x_train[idx])  # (batch, C, H, W)
     if data.flips:
-        x = torch.where((torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5).to(device), x.flip(3), x)
+        x = torch.where(
+            (torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5).to(device), x.flip(3), x
+        )
     return torch.where(drop, data.num_classes, data.y_train[idx]), x
 
 
+# ----------------------------------------------------------------------------------------------
+# Evaluation: the test denoising loss, sampling, fid
+# ----------------------------------------------------------------------------------------------
+
+
 def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
-    """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss, Eq. 2 and
-    Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by the block owning
-    it."""
+    """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss,
+    Eq. 2 and Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by
+    the block owning it."""
     n = images or len(data.x_test)
     total = 0.0
     with torch.no_grad(), common.autocast(data.device):
         sigmas = db.sampling_sigmas(2 * num_sigmas)[1::2].tolist()  # midpoints of equal-mass bins
-        for i, sigma in enumerate(tqdm(sigmas, desc="test_denoise_loss", leave=False, mininterval=1.0)):
+        for i, sigma in enumerate(
+            tqdm(sigmas, desc="test_denoise_loss", leave=False, mininterval=1.0)
+        ):
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
             for y, label in zip(data.x_test[:n].split(1000), data.y_test[:n].split(1000)):
                 y, label = y.to(data.device), label.to(data.device)
                 z = y + sigma * torch.randn(y.shape, generator=gen).to(data.device)
                 D = model.denoise(z, sigma, label)
-                total += float(db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum())
+                total += float(
+                    db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum()
+                )
     return {"test_denoise_loss": total / (num_sigmas * n)}
 
 
 def generate(cfg, model, labels, noise, num_classes):
-    """Samples of --sampler on D = D_u + s·(D_c − D_u) (classifier-free guidance, Ho & Salimans 2022), quantised to
-    8 bits like the data; and the layers run per sample (one block per step, twice with guidance)."""
+    """Samples of --sampler on D = D_u + s·(D_c − D_u) (classifier-free guidance, Ho & Salimans
+    2022), quantised to 8 bits like the data; and the layers run per sample (one block per step,
+    twice with guidance)."""
     layers_run = []
     null = torch.full_like(labels, num_classes)
 
@@ -319,8 +314,10 @@ def generate(cfg, model, labels, noise, num_classes):
         if cfg.guidance == 1:
             layers_run.append(len(model.blocks[b].layers))
             return model.denoise(z, sigma, labels, block=b)
-        layers_run.append(2 * len(model.blocks[b].layers))  # the conditional and the unconditional pass
-        d_cond, d_uncond = model.denoise(torch.cat([z, z]), sigma, torch.cat([labels, null]), block=b).chunk(2)
+        # the conditional and the unconditional pass
+        layers_run.append(2 * len(model.blocks[b].layers))
+        both = model.denoise(torch.cat([z, z]), sigma, torch.cat([labels, null]), block=b)
+        d_cond, d_uncond = both.chunk(2)
         return d_uncond + cfg.guidance * (d_cond - d_uncond)
 
     sampler = {"euler": db.sample_euler, "heun": db.sample_heun}[cfg.sampler]
@@ -330,28 +327,41 @@ def generate(cfg, model, labels, noise, num_classes):
 
 
 def final_evaluation(cfg, data, model, run_dir, grid_file="samples.pt"):
-    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to run_dir/grid_file."""
+    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to
+    run_dir/grid_file."""
     K, (C, H, W) = data.num_classes, data.x_test.shape[1:]
     labels = torch.arange(cfg.fid_samples) % K  # balanced classes
-    noise = torch.randn((cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
+    noise = torch.randn(
+        (cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed)
+    )
     t0 = time.perf_counter()
     samples = []
-    for label, eps in tqdm(list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False):
+    for label, eps in tqdm(
+        list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False
+    ):
         images, layer_evals = generate(cfg, model, label.to(data.device), eps.to(data.device), K)
         samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
     seconds = time.perf_counter() - t0
     samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
     with torch.no_grad():
-        sample_features = torch.cat([data.features(x.to(data.device)) for x in samples.split(1000)]).cpu()
+        sample_features = torch.cat(
+            [data.features(x.to(data.device)) for x in samples.split(1000)]
+        ).cpu()
     per_class = min(8, cfg.fid_samples // K)
-    grid = samples[:per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, C, H, W)
+    # (K, per_class, C, H, W)
+    grid = samples[: per_class * K].view(per_class, K, C, H, W).transpose(0, 1)
     common.save_atomic(grid, os.path.join(run_dir, grid_file))
-    return {"fid": frechet_distance(sample_features, data.reference_features), "fid_features": FID_FEATURES[cfg.fid],
-            "layer_evals_per_sample": layer_evals, "sample_seconds_per_image": seconds / cfg.fid_samples}
+    return {
+        "fid": frechet_distance(sample_features, data.reference_features),
+        "fid_features": FID_FEATURES[cfg.fid],
+        "layer_evals_per_sample": layer_evals,
+        "sample_seconds_per_image": seconds / cfg.fid_samples,
+    }
 
 
 def evaluate_ema(cfg, data, model, emas, run_dir):
-    """fid_ema and test_denoise_loss_ema: those of the EMA weights (samples_ema.pt beside the raw weights' grid)."""
+    """fid_ema and test_denoise_loss_ema: those of the EMA weights (samples_ema.pt beside the raw
+    weights' grid)."""
     if not emas:
         return {}
     with common.averaged(emas):
@@ -361,44 +371,31 @@ def evaluate_ema(cfg, data, model, emas, run_dir):
 
 
 def evaluate_assembled(cfg, data, model, emas):
-    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the blocks trained in their own processes."""
+    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the blocks trained in
+    their own processes."""
     run_dir = os.path.join(cfg.out, "assembled")
-    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir),
-            **evaluate_ema(cfg, data, model, emas, run_dir)}
-
-
-def train(cfg, data, method, name):
-    """Train one method under --out/name (compute-matched, common.train_blocks) and evaluate it; None after --block."""
-    common.seed_everything(cfg.seed)
-    _, C, H, _ = data.x_test.shape
-    model = build_model(cfg, method, H, C, data.num_classes).to(data.device)
-    split = db.split_layers(cfg.layers, len(model.blocks))
-    if method == "diffusionblocks":
-        print(common.describe_blocks(cfg, model, split))
-    run_dir = os.path.join(cfg.out, name)
-    emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
-    trained = common.train_blocks(cfg, model, train_step, functools.partial(get_batch, cfg, data),
-                                  lambda: test_denoise_loss(cfg, data, model, cfg.curve_images), run_dir, name, emas)
-    if trained is None:
-        return None
-    stats, memory, per_block = trained
-    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}  # the curve's last point used a subset
-    extra = {"blocks": len(model.blocks), "gamma": cfg.gamma, "partition": cfg.partition,
-             "layers_per_block": split, "train_memory_per_block": per_block}
-    return common.method_result(stats, memory, {**final_evaluation(cfg, data, model, run_dir), **final,
-                                                **evaluate_ema(cfg, data, model, emas, run_dir), **extra})
+    return {
+        **test_denoise_loss(cfg, data, model),
+        **final_evaluation(cfg, data, model, run_dir),
+        **evaluate_ema(cfg, data, model, emas, run_dir),
+    }
 
 
 def plot_samples(methods, out):
-    """--out/samples.png: each method's grid (a row per class) side by side; same labels and noise for all."""
+    """--out/samples.png: each method's grid (a row per class) side by side; same labels and noise
+    for all."""
     plt = common.pyplot()
-    grids = {name: torch.load(os.path.join(out, name, "samples.pt")) for name in methods
-             if os.path.exists(os.path.join(out, name, "samples.pt"))}
+    grids = {
+        name: torch.load(os.path.join(out, name, "samples.pt"))
+        for name in methods
+        if os.path.exists(os.path.join(out, name, "samples.pt"))
+    }
     fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 4.5), squeeze=False)
     for ax, (name, grid) in zip(axes[0], grids.items()):
         grid = F.pad(grid, (1, 1, 1, 1), value=0.0)  # a grey frame around every image
         K, n, C, H, W = grid.shape
-        image = (grid.permute(0, 3, 1, 4, 2).reshape(K * H, n * W, C) + 1) / 2  # (K·H, n·W, C) in [0, 1]
+        # (K·H, n·W, C) in [0, 1]
+        image = (grid.permute(0, 3, 1, 4, 2).reshape(K * H, n * W, C) + 1) / 2
         ax.imshow(image.squeeze(-1) if C == 1 else image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: fid {methods[name]['fid']:.3g}")
         ax.axis("off")
@@ -407,104 +404,151 @@ def plot_samples(methods, out):
     plt.close(fig)
 
 
-def relative_fid(fid, base):
-    """(mean, std) of a run's fid ÷ base; fid is one run's value or a --seeds summary's {"mean", "std", ...}."""
-    return (fid["mean"] / base, fid["std"] / base) if isinstance(fid, dict) else (fid / base, 0.0)
+def evaluate(cfg, data, model, emas, run_dir):
+    """The final metrics of a trained model: fid and the sampling cost (samples.pt, a grid),
+    test_denoise_loss on every test image, and those of the EMA weights."""
+    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}  # the curve: a subset
+    return {
+        **final_evaluation(cfg, data, model, run_dir),
+        **final,
+        **evaluate_ema(cfg, data, model, emas, run_dir),
+    }
 
 
-def plot_ablation(runs, out, features):
-    """--out/ablation.png: fid against B, and uniform vs equiprob; ours and the paper's FID each divided by its own
-    value at B = 1, on one axis per panel (error bars: std over seeds when `runs` is a --seeds summary)."""
-    plt = common.pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
-    base = common._mean(runs["B1-equiprob"]["fid"])
-    sweep = [b for b, p in ABLATION if p == "equiprob"]
-    ours = np.array([relative_fid(runs[f"B{b}-equiprob"]["fid"], base) for b in sweep])  # (runs, 2): mean, std
-    ax1.errorbar(sweep, ours[:, 0], ours[:, 1], marker="o", capsize=3,
-                 label=f"ours: digits, fid of {features} features, ÷ its B = 1 value {base:.3g}")
-    ax1.plot(sweep, [PAPER_FID["blocks"][b] / PAPER_FID["blocks"][1] for b in sweep], marker="s", linestyle="--",
-             color="tab:red", label=f"paper: CIFAR-10, Inception FID, ÷ its B = 1 value {PAPER_FID['blocks'][1]}")
-    ax1.set_xticks(sweep)
-    ax1.set_xlabel("blocks B (γ = 0, equiprob)")
-    ax1.set_ylabel("FID ÷ FID at B = 1 (lower is better)")
-    x = np.arange(2)
-    ours = np.array([relative_fid(runs[f"B3-{p}"]["fid"], base) for p in ("uniform", "equiprob")])
-    ax2.bar(x - 0.2, ours[:, 0], 0.4, yerr=ours[:, 1], capsize=3)
-    ax2.bar(x + 0.2, [PAPER_FID["partition"][p] / PAPER_FID["blocks"][1] for p in ("uniform", "equiprob")], 0.4,
-            color="tab:red", alpha=0.6)
-    ax2.set_xticks(x, ["uniform", "equiprob"])
-    ax2.set_xlabel("partition (B = 3, γ = 0)")
-    ax2.set_ylabel("FID ÷ FID at B = 1")
-    for ax in (ax1, ax2):
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.grid(alpha=0.3)
-    fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)  # below the axes: hides nothing
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(os.path.join(out, "ablation.png"), dpi=120)
-    plt.close(fig)
+def extras(cfg, model, per_block):
+    """What metrics.json records beyond the common fields: the blocks' settings, the memory per
+    block."""
+    return {
+        "blocks": len(model.blocks),
+        "gamma": cfg.gamma,
+        "partition": cfg.partition,
+        "layers_per_block": db.split_layers(cfg.layers, len(model.blocks)),
+        "train_memory_per_block": per_block,
+    }
 
 
-def ablation(cfg, data):
-    """Ablations of §4.2: partition (uniform vs equiprob, γ=0, B=3) and block count (B ∈ 1,2,3,4,6, γ=0)."""
-    runs, run_out = {}, os.path.join(cfg.out, "ablation")
-    for blocks, partition in ABLATION:
-        name = f"B{blocks}-{partition}"
-        run_cfg = dataclasses.replace(cfg, blocks=blocks, gamma=0.0, partition=partition, out=run_out)
-        runs[name] = train(run_cfg, data, "diffusionblocks", name)
-    rows = [f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} {'test_denoise_loss':>17} "
-            f"{'layer evals':>11} {'ms/sample':>9}"]
-    for name, r in runs.items():
-        paper = (PAPER_FID["partition"]["uniform"] if r["partition"] == "uniform" else PAPER_FID["blocks"][r["blocks"]])
-        rows.append(f"{name:<14} {r['blocks']:>2} {r['partition']:>9} {r['fid']:>9.4g} {paper:>9.2f} "
-                    f"{r['test_denoise_loss']:>17.4f} {r['layer_evals_per_sample']:>11} "
-                    f"{r['sample_seconds_per_image'] * 1e3:>9.3g}")
-    table = "\n".join(rows)
-    print(f"fid features: {FID_FEATURES[cfg.fid]}; paper FID: CIFAR-10, Inception\n" + table)
-    with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
-        f.write(table + "\n")
-    result = {"script": "train_dit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
-              "torch": torch.__version__, "config": dataclasses.asdict(cfg), "paper_fid_cifar10": PAPER_FID,
-              "methods": runs}  # laid out like metrics.json, so --seeds can summarise it
-    with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    plot_ablation(runs, cfg.out, FID_FEATURES[cfg.fid])
-    common.plot_comparison(runs, "test_denoise_loss", run_out)
-    plot_samples(runs, run_out)
-    return result
+# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main
+# ----------------------------------------------------------------------------------------------
+
+
+def train_step(model, optimizers, batch, b, generator=None):
+    """One iteration that trains block b alone on batch = (labels, images); the loss, detached.
+
+    Fig. 3: EDM's denoising loss of block b on its noise slice (Eq. 6, `db.DiffusionBlocks.loss`): σ
+    drawn from the slice and ε from `generator`, the DiT conditioned on the labels. Backprop is the
+    one block (b = 0) over the whole σ range. Only block b's parameters are in the graph and
+    stepped.
+    """
+    labels, images = batch
+    with common.autocast(images.device):
+        loss = model.loss(labels, images, block=b, generator=generator)
+    optimizers[b].zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.blocks[b].parameters(), 1.0)
+    optimizers[b].step()
+    return loss.detach()
+
+
+def train(cfg, data, method, model, emas, run_dir):
+    """Train `model` by `method` with cfg.steps updates per block (compute matching), emas[b] (if
+    any) updated after each step of block b → (stats, memory of the largest block, memory per
+    block); None after --block b, which saves block b and its EMA alone for --assemble."""
+    # DiffusionBlocks' B blocks, or backprop's one block of L layers
+    blocks = common.blocks_of(model)
+    optimizers = [common.adamw(block, cfg) for block in blocks]
+    gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
+    noise = torch.Generator(data.device).manual_seed(cfg.seed)  # σ and ε of the loss
+    trained = range(len(blocks)) if cfg.block < 0 else [cfg.block]
+    iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
+    batch0 = get_batch(cfg, data, torch.Generator().manual_seed(cfg.seed))
+    memory, per_block = common.measure_blocks(
+        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
+    )
+    print(
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), "
+        f"{iters} iterations of one block (= {cfg.steps} per block)"
+    )
+    state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
+    if emas:
+        state["ema"] = common.Many(emas)
+    layers_per_iter = cfg.layers / len(blocks)  # layers one iteration trains (backprop: all L)
+    loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
+    for it in loop:
+        batch = get_batch(cfg, data, gen)
+        # Fig. 3: a block drawn uniformly
+        b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
+        # one schedule over all the iterations
+        common.set_lr(optimizers[b], common.lr_at(cfg, it / iters))
+        loss = train_step(model, optimizers, batch, b, noise)
+        if emas:  # each block's own EMA, updated when that block trains
+            emas[b].update()
+        loop.record(loss)
+        if loop.every(cfg.eval_every):
+            loop.log(test_denoise_loss(cfg, data, model, cfg.curve_images) if cfg.block < 0 else {})
+        if loop.every(cfg.ckpt_every):
+            loop.checkpoint()
+    if cfg.block >= 0:  # this block alone, in its own process: evaluated later with --assemble
+        common.save_block(cfg, model, memory, loop.stats, iters, emas[cfg.block] if emas else None)
+        return None
+    return loop.stats, memory, per_block
 
 
 def main(cfg):
+    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's
+    content."""
     device = common.start(cfg)
     data = load_data(cfg, device)
+    _, C, H, _ = data.x_test.shape
     if cfg.assemble:
-        _, C, H, _ = data.x_test.shape
         model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
         emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
-        metrics = common.assemble(cfg, "train_dit.py", "fid", model, lambda m: evaluate_assembled(cfg, data, m, emas),
-                                  device, emas)
+        metrics = common.assemble(
+            cfg,
+            "train_dit.py",
+            "fid",
+            model,
+            lambda m: evaluate_assembled(cfg, data, m, emas),
+            device,
+            emas,
+        )
         plot_samples(metrics["methods"], cfg.out)
         return metrics
-    if cfg.ablation:
-        return ablation(cfg, data)
     for method in METHODS if cfg.method == "all" else [cfg.method]:
-        result = train(cfg, data, method, method)
-        if result is None:
+        common.seed_everything(cfg.seed)
+        model = build_model(cfg, method, H, C, data.num_classes).to(device)
+        if method == "diffusionblocks":
+            print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
+        # one per block
+        emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
+        run_dir = os.path.join(cfg.out, method)
+        trained = train(cfg, data, method, model, emas, run_dir)
+        if trained is None:  # --block: saved alone
             return None
+        stats, memory, per_block = trained
+        result = common.method_result(
+            stats,
+            memory,
+            {**evaluate(cfg, data, model, emas, run_dir), **extras(cfg, model, per_block)},
+        )
         metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
     print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
-        print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling {r['layer_evals_per_sample']} "
-              f"layer evaluations and {r['sample_seconds_per_image'] * 1e3:.3g} ms per image"
-              + (f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss {r['test_denoise_loss_ema']:.4f}"
-                 if "fid_ema" in r else ""))
+        ema = (
+            f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss {r['test_denoise_loss_ema']:.4f}"
+            if "fid_ema" in r
+            else ""
+        )
+        print(
+            f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling "
+            f"{r['layer_evals_per_sample']} layer evaluations and "
+            f"{r['sample_seconds_per_image'] * 1e3:.3g} ms per image{ema}"
+        )
     common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
     plot_samples(metrics["methods"], cfg.out)
     return metrics
 
 
 if __name__ == "__main__":
-    config = common.parse_config(Config, PRESETS, METHODS, check=check_config)
-    summary = common.run_seeds(main, config, "fid")
-    if config.ablation and config.seeds:  # the ablation plot of the means over seeds
-        plot_ablation(summary["methods"], config.out, FID_FEATURES[config.fid])
+    common.run_seeds(main, common.parse_config(Config, PRESETS, METHODS, check=check_config), "fid")

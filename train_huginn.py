@@ -1,15 +1,19 @@
-"""A recurrent-depth character LM (Huginn: prelude → weight-tied core × K → coda) trained two ways: --method bptt,
-Huginn's random K with truncated back-propagation through time; or --method diffusionblocks, which reads the K
-iterations as Euler steps of the reverse diffusion and trains the core as ONE σ-conditioned denoiser (B = 1), one core
-pass per step (DiffusionBlocks v4, recurrent-depth experiment). Huginn: https://arxiv.org/abs/2502.05171.
+"""A recurrent-depth character LM (Huginn: prelude → weight-tied core × K → coda) trained two ways:
+--method bptt, Huginn's random K with truncated back-propagation through time; or --method
+diffusionblocks, which reads the K iterations as Euler steps of the reverse diffusion and trains the
+core as ONE σ-conditioned denoiser (B = 1), one core pass per step (DiffusionBlocks v4,
+recurrent-depth experiment). Huginn: https://arxiv.org/abs/2502.05171.
 
-  python train_huginn.py                                # both methods, bundled pydoc text, CPU preset
-  python train_huginn.py --db-steps-mult 3              # DiffusionBlocks on the paper's 3× longer schedule
-  python train_huginn.py --preset paper                 # text8, width 512, 2+4+2 layers, mean K 32, BPTT 8, one GPU
+  python train_huginn.py                         # both methods, bundled pydoc text, CPU preset
+  python train_huginn.py --db-steps-mult 3       # DiffusionBlocks on the paper's 3× longer schedule
+  python train_huginn.py --preset paper          # text8, width 512, 2+4+2 layers, mean K 32, BPTT 8, one GPU
 
-Metrics: next-character accuracy, cross-entropy and draw accuracy against test-time K, gen_ppl of held-out
-continuations (lm_eval), layer evaluations per training step, training time and memory.
+Metrics: next-character accuracy, cross-entropy and draw accuracy against test-time K, gen_ppl of
+held-out continuations (lm_eval), layer evaluations per training step, training time and memory;
+DiffusionBlocks' accuracy with each --grid × --readout. The settings were chosen on validation text
+by study_huginn.py.
 """
+
 import dataclasses
 import math
 import os
@@ -30,52 +34,112 @@ K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
 
 @dataclasses.dataclass
 class Config(common.DiscreteConfig):
-    dataset: str = common.option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH")
-    blocks: int = common.option(1, "B = 1: the core is one σ-conditioned denoiser, no partition (fixed)")
+    dataset: str = common.option(
+        "pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH"
+    )
+    blocks: int = common.option(
+        1, "B = 1: the core is one σ-conditioned denoiser, no partition (fixed)"
+    )
     width: int = common.option(64, "model width (CPU-sized; paper: 512)")
     heads: int = common.option(4, "attention heads (CPU-sized; paper: 8)")
     prelude: int = common.option(2, "prelude layers (the paper's 2)")
     core: int = common.option(4, "core layers, shared across iterations (the paper's 4)")
     coda: int = common.option(2, "coda layers (the paper's 2)")
     seq_len: int = common.option(64, "characters per training sequence (CPU-sized; paper: 256)")
-    mean_iters: int = common.option(32, "mean K of the baseline's iteration sampler (the paper's 32; at 16 the "
-                                        "measured time ratio falls under 5× on a CPU)")
-    bptt: int = common.option(4, "baseline: iterations that get gradients, the last ones (CPU-sized; paper: 8)")
-    infer_iters: int = common.option(0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)")
-    steps: int = common.option(800, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult")
-    db_steps_mult: int = common.option(1, "DiffusionBlocks iterations per baseline iteration: 1 = equal data passes, "
-                                          "3 = the paper's 3× longer schedule")
+    mean_iters: int = common.option(
+        32,
+        "mean K of the baseline's iteration sampler (the paper's 32; at 16 "
+        "the measured time ratio falls under 5× on a CPU)",
+    )
+    bptt: int = common.option(
+        4, "baseline: iterations that get gradients, the last ones (CPU-sized; paper: 8)"
+    )
+    infer_iters: int = common.option(
+        0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)"
+    )
+    steps: int = common.option(
+        800, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult"
+    )
+    db_steps_mult: int = common.option(
+        1,
+        "DiffusionBlocks iterations per baseline iteration: 1 = equal data "
+        "passes, 3 = the paper's 3× longer schedule",
+    )
     batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
-    lr: float = common.option(3e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)")
+    lr: float = common.option(
+        3e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)"
+    )
     min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
     weight_decay: float = common.option(0.03, "AdamW weight decay (as train_lm.py)")
     eval_every: int = common.option(200, "iterations between test evaluations (learning curves)")
-    gen_samples: int = common.option(24, "held-out prompts continued and scored by the judge for gen_ppl")
+    gen_samples: int = common.option(
+        24, "held-out prompts continued and scored by the judge for gen_ppl"
+    )
     gen_tokens: int = common.option(24, "characters generated per prompt of seq_len − gen_tokens")
     temperature: float = common.option(0.0, "sampling temperature of generation; 0 = greedy")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    mislabel: float = common.option(0.6, "rate of wrong-character hints in DiffusionBlocks training (a corrupted "
-                                    "forward process); chosen on validation text (results/)")
-    grid: str = common.option("boundaries", "DiffusionBlocks read-out σ grid of its K calls (db.prediction_sigmas): K "
-                              "equal-CDF steps from σ_max, or the authors' K − 1 steps + a final call at σ_min",
-                              ["boundaries", "final"])
-    readout: str = common.option("last", "DiffusionBlocks logits read out: the last call's, or the sum of every "
-                                 "call's log-softmax", ["last", "sum"])
-    eval_sequences: int = common.option(0, "test sequences per evaluation, evenly spaced; 0 = the whole test split")
-    validation: bool = common.option(False, "evaluate on the validation split (5 per cent of the text before the test "
-                                     "split), to choose settings; metrics are then named val_*")
+    mislabel: float = common.option(
+        0.6,
+        "rate of wrong-character hints in DiffusionBlocks training (a "
+        "corrupted forward process); chosen on validation text (study_huginn.py)",
+    )
+    grid: str = common.option(
+        "boundaries",
+        "DiffusionBlocks read-out σ grid of its K calls "
+        "(db.prediction_sigmas): K equal-CDF steps from σ_max, or the authors' K − 1 "
+        "steps + a final call at σ_min",
+        ["boundaries", "final"],
+    )
+    readout: str = common.option(
+        "last",
+        "DiffusionBlocks logits read out: the last call's, or the sum of every call's log-softmax",
+        ["last", "sum"],
+    )
+    eval_sequences: int = common.option(
+        0, "test sequences per evaluation, evenly spaced; 0 = the whole test split"
+    )
+    validation: bool = common.option(
+        False,
+        "evaluate on the validation split (5 per cent of the text before "
+        "the test split), to choose settings; metrics are then named val_*",
+    )
 
 
 TEXT8_TRAIN_CHARS = 90_000_000
 PRESETS = {
-    "smoke": dict(width=32, heads=2, seq_len=32, mean_iters=4, bptt=2, steps=12, batch_size=8, eval_every=6,
-                  ckpt_every=6, gen_samples=4, gen_tokens=8, eval_sequences=8),
+    "smoke": dict(
+        width=32,
+        heads=2,
+        seq_len=32,
+        mean_iters=4,
+        bptt=2,
+        steps=12,
+        batch_size=8,
+        eval_every=6,
+        ckpt_every=6,
+        gen_samples=4,
+        gen_tokens=8,
+        eval_sequences=8,
+    ),
     "cpu": {},
-    "paper": dict(dataset="text8", width=512, heads=8, seq_len=256, mean_iters=32, bptt=8, batch_size=256,
-                  steps=round(5 * TEXT8_TRAIN_CHARS / (256 * 256)),  # 5 epochs of text8's training split
-                  db_steps_mult=3,  # DiffusionBlocks: 15 epochs, as in the paper
-                  lr=3e-4, min_lr=3e-5, eval_every=1000, ckpt_every=1000, gen_tokens=128,
-                  eval_sequences=2048),  # batch, learning rate, evaluation subset: not in the paper
+    "paper": dict(
+        dataset="text8",
+        width=512,
+        heads=8,
+        seq_len=256,
+        mean_iters=32,
+        bptt=8,
+        batch_size=256,
+        # 5 epochs of text8's training split
+        steps=round(5 * TEXT8_TRAIN_CHARS / (256 * 256)),
+        db_steps_mult=3,  # DiffusionBlocks: 15 epochs, as in the paper
+        lr=3e-4,
+        min_lr=3e-5,
+        eval_every=1000,
+        ckpt_every=1000,
+        gen_tokens=128,
+        eval_sequences=2048,
+    ),  # batch, learning rate, evaluation subset: not in the paper
 }
 
 
@@ -83,43 +147,63 @@ PRESETS = {
 # The recurrent-depth model (Huginn §3) and its two readings
 # ----------------------------------------------------------------------------------------------
 
-class RecurrentDepthLM(nn.Module):
-    """Prelude P → core R (weight-tied, applied K times) → coda C, causal, on AdaLN-Zero layers (Huginn §3).
 
-    e = P(x) (N, n, D); s_k = norm(R(adapter([s_{k−1} ; e]), c)) (N, n, D); logits = C(s_K) (N, n, V). The
-    LayerNorm after the core is Huginn's sandwich norm: it keeps the state's scale fixed across iterations.
-    Baseline (`target_dim` None): c is a learned vector, s_0 is noise, K core passes (`recurrent_logits`); it trains
-    with K drawn around `mean_iters`, back-propagating through the last `bptt` passes (`train_step`).
-    DiffusionBlocks block (`target_dim` E): called as F(c_in·z, c_noise, x) with z (N, n, E) the noisy embeddings
-    of the next tokens x_{2..n+1}: s_0 = z_in(c_in·z), ONE core pass with c the embedding of each token's σ. The
-    core is causal and position i's state is the noisy x_{i+1}, so position i sees noisy tokens ≤ i+1 only: no
-    future leak, and no sequence concatenation (train_lm.py's AR trick) is needed.
-    `layer_evals` counts the transformer-layer calls (prelude, core and coda), under no_grad too.
+class RecurrentDepthLM(nn.Module):
+    """Prelude P → core R (weight-tied, applied K times) → coda C, causal, on AdaLN-Zero layers
+    (Huginn §3).
+
+    e = P(x) (N, n, D); s_k = norm(R(adapter([s_{k−1} ; e]), c)) (N, n, D); logits = C(s_K) (N, n,
+    V). The LayerNorm after the core is Huginn's sandwich norm: it keeps the state's scale fixed
+    across iterations. Baseline (`target_dim` None): c is a learned vector, s_0 is noise, K core
+    passes (`recurrent_logits`); it trains with K drawn around `mean_iters`, back-propagating
+    through the last `bptt` passes (`train_step`). DiffusionBlocks block (`target_dim` E): called as
+    F(c_in·z, c_noise, x) with z (N, n, E) the noisy embeddings of the next tokens x_{2..n+1}: s_0 =
+    z_in(c_in·z), ONE core pass with c the embedding of each token's σ. The core is causal and
+    position i's state is the noisy x_{i+1}, so position i sees noisy tokens ≤ i+1 only: no future
+    leak, and no sequence concatenation (train_lm.py's AR trick) is needed. `layer_evals` counts the
+    transformer-layer calls (prelude, core and coda), under no_grad too.
     """
 
-    def __init__(self, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, target_dim=None, mean_iters=32,
-                 bptt=None):
+    def __init__(
+        self,
+        vocab,
+        width,
+        heads,
+        seq_len,
+        prelude=2,
+        core=4,
+        coda=2,
+        target_dim=None,
+        mean_iters=32,
+        bptt=None,
+    ):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
-        nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2; at std 1 they drown them)
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))  # learned positions, as train_lm's CausalLM
-        self.cond = nn.Parameter(torch.zeros(width))  # condition of the prelude, the coda and the baseline's core
+        # the scale of the positions (GPT-2; std 1 drowns them)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        # learned positions (train_lm's CausalLM)
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
+        # condition of the prelude, coda and baseline's core
+        self.cond = nn.Parameter(torch.zeros(width))
         self.prelude = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(prelude))
         self.adapter = nn.Linear(2 * width, width)  # [state ; e] → width, as Huginn
         self.core = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(core))
         self.state_norm = nn.LayerNorm(width)
-        self.input_norm = nn.LayerNorm(width)  # e at the state's scale: else the adapter sees noise ≫ input at init
+        # e at the state's scale: else the adapter sees noise ≫ input
+        self.input_norm = nn.LayerNorm(width)
         self.coda = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(coda))
         self.final = db.FinalLayer(width, vocab)
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
             self.embed_sigma = db.SigmaEmbedder(width)
         self.state_std = math.sqrt(2 / (5 * width))  # Huginn's init std, also of s_0
-        self.mean_iters, self.bptt = mean_iters, bptt  # the baseline's training K (mean) and gradient window
+        # the baseline's training K (mean) and gradient window
+        self.mean_iters, self.bptt = mean_iters, bptt
         self.layer_evals = 0
 
     def run(self, layers, h, c):
-        """Causal AdaLN-Zero layers on h (N, n, D) (torch's causal bias: the flash path), counting each call."""
+        """Causal AdaLN-Zero layers on h (N, n, D) (torch's causal bias: the flash path), counting
+        each call."""
         mask = causal_upper_left(h.shape[1], h.shape[1])
         for layer in layers:
             h = layer(h, c, mask)
@@ -127,8 +211,9 @@ class RecurrentDepthLM(nn.Module):
         return h
 
     def encode(self, x):
-        """The prelude: e = norm(P(x)) for context ids x (N, n) → (N, n, D), unit scale like the state."""
-        h = self.tok(x) + self.pos[:x.shape[1]]
+        """The prelude: e = norm(P(x)) for context ids x (N, n) → (N, n, D), unit scale like the
+        state."""
+        h = self.tok(x) + self.pos[: x.shape[1]]
         return self.input_norm(self.run(self.prelude, h, self.cond.expand(len(x), -1)))
 
     def iterate(self, s, e, c):
@@ -141,12 +226,19 @@ class RecurrentDepthLM(nn.Module):
         return self.final(self.run(self.coda, s, c), c)
 
     def recurrent_logits(self, x, iters, bptt=None, generator=None):
-        """Huginn's forward: logits (N, n, V) after `iters` core passes from s_0 ~ N(0, σ²) truncated at ±3σ;
-        gradients flow through the last `bptt` passes only (all when None), and into e from those."""
+        """Huginn's forward: logits (N, n, V) after `iters` core passes from s_0 ~ N(0, σ²)
+        truncated at ±3σ; gradients flow through the last `bptt` passes only (all when None), and
+        into e from those."""
         e = self.encode(x)
         c = self.cond.expand(len(x), -1)
-        s = torch.nn.init.trunc_normal_(torch.empty_like(e), 0.0, self.state_std, -3 * self.state_std,
-                                        3 * self.state_std, generator=generator)
+        s = torch.nn.init.trunc_normal_(
+            torch.empty_like(e),
+            0.0,
+            self.state_std,
+            -3 * self.state_std,
+            3 * self.state_std,
+            generator=generator,
+        )
         grad_iters = iters if bptt is None else min(bptt, iters)
         with torch.no_grad():
             for _ in range(iters - grad_iters):
@@ -156,22 +248,27 @@ class RecurrentDepthLM(nn.Module):
         return self.decode(s)
 
     def forward(self, z_in, c_noise, x):
-        """F(c_in·z, c_noise, x) of DiffusionBlocks: z_in (N, n, E), c_noise (N, n) per token, x the context ids
-        (N, n) or their prelude output e (N, n, D), reused across Euler steps → logits (N, n, V)."""
+        """F(c_in·z, c_noise, x) of DiffusionBlocks: z_in (N, n, E), c_noise (N, n) per token, x the
+        context ids (N, n) or their prelude output e (N, n, D), reused across Euler steps → logits
+        (N, n, V)."""
         e = x if x.is_floating_point() else self.encode(x)
         c = self.embed_sigma(c_noise)  # (N, n, D), one σ per token
         return self.decode(self.iterate(self.z_in(z_in), e, c))
 
 
 def build_model(cfg, method, vocab):
-    """The baseline RecurrentDepthLM, or a one-block db.DiffusionBlocks whose block is the σ-conditioned one
-    (target space: the fixed, seeded embedding of the characters, width-dimensional)."""
+    """The baseline RecurrentDepthLM, or a one-block db.DiffusionBlocks whose block is the
+    σ-conditioned one (target space: the fixed, seeded embedding of the characters,
+    width-dimensional)."""
     sizes = (vocab, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core, cfg.coda)
     if method == "bptt":
         return RecurrentDepthLM(*sizes, mean_iters=cfg.mean_iters, bptt=cfg.bptt)
-    return db.DiffusionBlocks([RecurrentDepthLM(*sizes, target_dim=cfg.width)],
-                              embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
-                              weighting=cfg.weighting, mislabel=cfg.mislabel)
+    return db.DiffusionBlocks(
+        [RecurrentDepthLM(*sizes, target_dim=cfg.width)],
+        embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
+        weighting=cfg.weighting,
+        mislabel=cfg.mislabel,
+    )
 
 
 def network(model):
@@ -180,112 +277,90 @@ def network(model):
 
 
 def huginn_iters(mean_iters, generator=None):
-    """K = Poisson(λ) + 1, ln λ ~ N(ln(mean − 1) − ½·0.5², 0.5²): Huginn's log-normal Poisson shifted by one, so
-    that E[K] = mean_iters (Huginn's code gives E[K] = r̄ + 1)."""
-    rate = (mean_iters - 1) * math.exp(K_SPREAD * float(torch.randn((), generator=generator)) - K_SPREAD ** 2 / 2)
+    """K = Poisson(λ) + 1, ln λ ~ N(ln(mean − 1) − ½·0.5², 0.5²): Huginn's log-normal Poisson
+    shifted by one, so that E[K] = mean_iters (Huginn's code gives E[K] = r̄ + 1)."""
+    log_normal = math.exp(K_SPREAD * float(torch.randn((), generator=generator)) - K_SPREAD**2 / 2)
+    rate = (mean_iters - 1) * log_normal
     return int(torch.poisson(torch.tensor(rate, dtype=torch.float64), generator=generator)) + 1
 
 
-def train_step(model, optimizers, batch, block, generator=None):
-    """One iteration on windows (N, n+1) → the loss, detached. Baseline: batch (x, K), or x at K = model.mean_iters;
-    cross-entropy after K core passes, back-propagated through the last model.bptt (truncated BPTT, Huginn §3).
-    DiffusionBlocks: batch x; one core pass at a random σ per token, db.DiffusionBlocks.loss (Eq. 6) of block 0
-    with --weighting and --mislabel (with B = 1 the slice is all of [σ_min, σ_max])."""
-    if isinstance(model, db.DiffusionBlocks):
-        x = batch
-        with common.autocast(x.device):
-            loss = model.loss(x[:, :-1], x[:, 1:], block, generator)
-    else:
-        x, iters = batch if isinstance(batch, tuple) else (batch, model.mean_iters)
-        with common.autocast(x.device):
-            logits = model.recurrent_logits(x[:, :-1], iters, model.bptt, generator)  # (N, n, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-    return common.optimize(loss, model, optimizers[block])
-
-
 @torch.no_grad()
-def next_token_logits(model, x, iters, generator=None, start="mean", grid="boundaries", readout="last"):
-    """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes (baseline: 2 + 4K + 2
-    layer evaluations), or the `readout` of K calls on the `grid` of db.prediction_sigmas (DiffusionBlocks §4; every
-    position shares the step's σ, the prelude runs once, the coda at every call: 2 + 6K) from z_0 = 0 (a
-    prediction) or σ_max·ε (a draw); readout "all": every call's logits, (K, N, n, V)."""
+def next_token_logits(
+    model, x, iters, generator=None, start="mean", grid="boundaries", readout="last"
+):
+    """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes
+    (baseline: 2 + 4K + 2 layer evaluations), or the `readout` of K calls on the `grid` of
+    db.prediction_sigmas (DiffusionBlocks §4; every position shares the step's σ, the prelude runs
+    once, the coda at every call: 2 + 6K) from z_0 = 0 (a prediction) or σ_max·ε (a draw); readout
+    "all": every call's logits, (K, N, n, V)."""
     if not isinstance(model, db.DiffusionBlocks):
         return model.recurrent_logits(x, iters, generator=generator)
     e = model.blocks[0].encode(x)
-    sigmas = db.prediction_sigmas(model.sigmas, iters, grid if iters >= 2 else "boundaries")  # "final": ≥ 2 calls
-    return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator, x.device)
+    grid = grid if iters >= 2 else "boundaries"  # "final" needs ≥ 2 calls
+    sigmas = db.prediction_sigmas(model.sigmas, iters, grid)
+    return model.predict(
+        e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator, x.device
+    )
 
 
 # ----------------------------------------------------------------------------------------------
-# Data, training and evaluation
+# Data and evaluation
 # ----------------------------------------------------------------------------------------------
+
 
 def check_config(cfg):
-    """One-line errors (exit 2) for this script's flags, run by parse_config (before --out is created)."""
+    """One-line errors (exit 2) for this script's flags, run by parse_config (before --out is
+    created)."""
     if cfg.block >= 0 or cfg.assemble:
-        common.fail("--block / --assemble: train_huginn.py trains one block (B = 1), there is nothing to train apart")
+        common.fail(
+            "--block / --assemble: train_huginn.py trains one block (B = 1), there is nothing to "
+            "train apart"
+        )
     if cfg.blocks != 1:
-        common.fail(f"--blocks must be 1 here (the core is one σ-conditioned denoiser, no partition), got {cfg.blocks}")
+        common.fail(
+            f"--blocks must be 1 here (the core is one σ-conditioned denoiser, no partition), got "
+            f"{cfg.blocks}"
+        )
     if not 1 <= cfg.gen_tokens < cfg.seq_len:
-        common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
-                    f"got {cfg.gen_tokens}")
+        common.fail(
+            f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
+            f"got {cfg.gen_tokens}"
+        )
 
 
 def test_iters(cfg):
-    """Test-time K of both methods: --infer-iters, by default the baseline's mean (Huginn's default)."""
+    """Test-time K of both methods: --infer-iters, by default the baseline's mean (Huginn's
+    default)."""
     return cfg.infer_iters or cfg.mean_iters
 
 
 def load_corpus(cfg, device):
-    """--dataset cut into windows of seq_len + 1 characters (n contexts, each followed by its target), and its judge."""
+    """--dataset cut into windows of seq_len + 1 characters (n contexts, each followed by its
+    target), and its judge."""
     corpus = text_corpus(cfg, cfg.seq_len + 1, device)
-    print(f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / {corpus.split} "
-          f"characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} {corpus.split} sequences of {cfg.seq_len + 1} "
-          "per evaluation; "
-          f"test-time K = {test_iters(cfg)}; gen_ppl judge: Witten–Bell {corpus.judge.order}-gram")
+    print(
+        f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / "
+        f"{corpus.split} characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} {corpus.split} "
+        f"sequences of {cfg.seq_len + 1} per evaluation; test-time K = {test_iters(cfg)}; gen_ppl judge: "
+        f"Witten–Bell {corpus.judge.order}-gram"
+    )
     return corpus
-
-
-def get_batch(it, generator, cfg, corpus, method):
-    """--batch-size training windows (N, n+1) drawn with `generator` (whatever `it`); bptt: (windows, K), K drawn
-    after them from the same generator (huginn_iters)."""
-    x = corpus.batch(cfg.batch_size, generator)
-    return (x, huginn_iters(cfg.mean_iters, generator)) if method == "bptt" else x
-
-
-class Tally:
-    """Layer evaluations summed over the training steps, checkpointed with the run (for --resume)."""
-
-    def __init__(self):
-        self.total = 0
-
-    def state_dict(self):
-        return {"total": self.total}
-
-    def load_state_dict(self, state):
-        self.total = state["total"]
-
-
-def train_iteration(it, batch, cfg, model, optimizers, iters, generator, tally):
-    """Iteration `it` of `iters` at the scheduled learning rate; its layer evaluations are added to `tally`."""
-    common.set_lr(optimizers[0], common.lr_at(cfg, it / iters))
-    before = network(model).layer_evals
-    loss = train_step(model, optimizers, batch, 0, generator)
-    tally.total += network(model).layer_evals - before
-    return loss
 
 
 @torch.no_grad()
 def evaluate(model, cfg, corpus, iters):
-    """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy and cross-entropy
-    of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws, `{split}_sample_acc`, the expected
-    accuracy of a temperature-1 draw (baseline: mean probability of the truth; DiffusionBlocks: the argmax
-    accuracy of its chain from noise, which lands on a draw). {split}: test, or val under --validation."""
+    """At K = iters, like with like (as train_lm.py --model ar): predictions, the argmax accuracy
+    and cross-entropy of the baseline's logits and of DiffusionBlocks' chain from z_0 = 0; draws,
+    `{split}_sample_acc`, the expected accuracy of a temperature-1 draw (baseline: mean probability
+    of the truth; DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a
+    draw). {split}: test, or val under --validation."""
     gen, ce, correct, sampled = torch.Generator(corpus.device).manual_seed(cfg.seed), 0.0, 0, 0.0
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
-            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)  # (N, n) contexts and their targets
-            logits = next_token_logits(model, x, iters, gen, "mean", cfg.grid, cfg.readout).float()  # (N, n, V)
+            # (N, n) contexts, their targets
+            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)
+            # (N,n,V)
+            logits = next_token_logits(model, x, iters, gen, "mean", cfg.grid, cfg.readout).float()
             ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             if isinstance(model, db.DiffusionBlocks):
@@ -294,8 +369,11 @@ def evaluate(model, cfg, corpus, iters):
             else:
                 sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
     count, split = len(corpus.test_eval) * cfg.seq_len, corpus.split
-    return {f"{split}_next_token_acc": correct / count, f"{split}_ce": ce / count,
-            f"{split}_sample_acc": sampled / count}
+    return {
+        f"{split}_next_token_acc": correct / count,
+        f"{split}_ce": ce / count,
+        f"{split}_sample_acc": sampled / count,
+    }
 
 
 def quality_at(model, cfg, corpus, iters):
@@ -303,19 +381,21 @@ def quality_at(model, cfg, corpus, iters):
     before = network(model).layer_evals
     result = evaluate(model, cfg, corpus, iters)
     passes = math.ceil(len(corpus.test_eval) / cfg.batch_size)
-    return {"iters": iters, **result, "layer_evals_per_forward": (network(model).layer_evals - before) / passes}
+    per_forward = (network(model).layer_evals - before) / passes
+    return {"iters": iters, **result, "layer_evals_per_forward": per_forward}
 
 
 @torch.no_grad()
 def readout_accuracies(model, cfg, corpus, iters):
-    """DiffusionBlocks' prediction accuracy at K = iters for every --grid × --readout (chosen on validation text):
-    {split}_next_token_acc_{grid}_{readout}."""
+    """DiffusionBlocks' prediction accuracy at K = iters for every --grid × --readout (chosen on
+    validation text, study_huginn.py): {split}_next_token_acc_{grid}_{readout}."""
     hits = {}
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
             x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)
             for grid in ("boundaries", "final"):
-                calls = next_token_logits(model, x, iters, None, "mean", grid, "all").float()  # (K, N, n, V)
+                # (K, N, n, V)
+                calls = next_token_logits(model, x, iters, None, "mean", grid, "all").float()
                 for readout, logits in (("last", calls[-1]), ("sum", calls.log_softmax(-1).sum(0))):
                     key = f"{corpus.split}_next_token_acc_{grid}_{readout}"
                     hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
@@ -328,95 +408,127 @@ def last_logits(model, cfg, iters, generator, start, x):
 
 
 def final_evaluation(model, cfg, corpus, run_dir):
-    """Quality against K (powers of two up to twice the mean, the mean and the test K); gen_ppl of greedy
-    (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1 (DiffusionBlocks: chain from noise)
-    continuations of held-out prompts (train_lm.py's AR protocol)."""
+    """Quality against K (powers of two up to twice the mean, the mean and the test K); gen_ppl of
+    greedy (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1 (DiffusionBlocks:
+    chain from noise) continuations of held-out prompts (train_lm.py's AR protocol);
+    DiffusionBlocks: every read-out at the test K."""
     K = test_iters(cfg)
-    powers = {2 ** i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
-    quality = [quality_at(model, cfg, corpus, k) for k in sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})]
+    powers = {2**i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
+    quality = [
+        quality_at(model, cfg, corpus, k)
+        for k in sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})
+    ]
     gen = torch.Generator(corpus.device).manual_seed(cfg.seed)
-    chain = isinstance(model, db.DiffusionBlocks)  # its draws come from the chain's start, not a temperature
-    decoders = [(partial(last_logits, model, cfg, K, gen, "mean"), 0.0 if chain else cfg.temperature),
-                (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0)]
+    # its draws come from the chain's start, not a temperature
+    chain = isinstance(model, db.DiffusionBlocks)
+    decoders = [
+        (partial(last_logits, model, cfg, K, gen, "mean"), 0.0 if chain else cfg.temperature),
+        (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0),
+    ]
     (texts, _), (gen_ppl, gen_ppl_t1), (distinct, distinct_t1), judge_ppl = continue_held_out(
-        decoders, corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device)
+        decoders, corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device
+    )
     write_samples(texts, run_dir)
-    return {"gen_ppl": gen_ppl, "gen_ppl_t1": gen_ppl_t1, "distinct_4": distinct, "distinct_4_t1": distinct_t1,
-            "judge_ppl_held_out": judge_ppl, "samples": texts[:3],
-            "quality_vs_iters": quality, **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
-            **(readout_accuracies(model, cfg, corpus, K) if chain else {})}
+    return {
+        "gen_ppl": gen_ppl,
+        "gen_ppl_t1": gen_ppl_t1,
+        "distinct_4": distinct,
+        "distinct_4_t1": distinct_t1,
+        "judge_ppl_held_out": judge_ppl,
+        "samples": texts[:3],
+        "quality_vs_iters": quality,
+        **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
+        **(readout_accuracies(model, cfg, corpus, K) if chain else {}),
+    }
 
 
-def train(cfg, method, corpus):
-    """Train one method and evaluate it. Its own loop on common.train_loop, not common.train_blocks: that one draws a
-    block per iteration from the data generator, which would shift the batches and the K drawn here."""
-    common.seed_everything(cfg.seed)
-    gen, noise = torch.Generator().manual_seed(cfg.seed), torch.Generator(corpus.device).manual_seed(cfg.seed)
-    model = build_model(cfg, method, len(corpus.chars)).to(corpus.device)
-    optimizers, tally = [common.adamw(model, cfg)], Tally()
-    iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
-    x0 = corpus.train[:cfg.batch_size].to(corpus.device)
-    memory = common.measure_memory(model, optimizers, lambda m, o: train_step(  # the baseline at K = its mean
-        m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed)), lambda m, o: (m.parameters(), o[0]))
-    print(f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
-          + (f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last {cfg.bptt}"
-             if method == "bptt" else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
-                                      f"the baseline's iterations)"))
-    run_dir = os.path.join(cfg.out, method)
-    stats = common.train_loop(
-        cfg, partial(train_iteration, cfg=cfg, model=model, optimizers=optimizers, iters=iters, generator=noise,
-                     tally=tally),
-        partial(get_batch, generator=gen, cfg=cfg, corpus=corpus, method=method), iters,
-        {"model": model, "opt": optimizers[0], "gen": gen, "noise": noise, "tally": tally},
-        os.path.join(run_dir, "ckpt.pt"), partial(evaluate, model, cfg, corpus, test_iters(cfg)), cfg.eval_every,
-        cfg.ckpt_every, method, cfg.prelude + cfg.core + cfg.coda)  # every layer is updated at every step
-    extra = {"train_layer_evals_per_step": tally.total / iters, "train_layer_evals": tally.total,
-             "test_iters": test_iters(cfg), "layers": [cfg.prelude, cfg.core, cfg.coda]}
+def extras(cfg, method, layer_evals, iters):
+    """What metrics.json records beyond the common fields and final_evaluation: the training compute
+    in layer evaluations, the test K, the method's settings."""
+    extra = {
+        "train_layer_evals_per_step": layer_evals / iters,
+        "train_layer_evals": layer_evals,
+        "test_iters": test_iters(cfg),
+        "layers": [cfg.prelude, cfg.core, cfg.coda],
+    }
     if method == "bptt":
         extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
     else:
-        extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting, mislabel=cfg.mislabel,
-                     readout=f"{cfg.grid}/{cfg.readout}")
-    return common.method_result(stats, memory, {**final_evaluation(model, cfg, corpus, run_dir), **extra})
+        extra.update(
+            blocks=1,
+            db_steps_mult=cfg.db_steps_mult,
+            weighting=cfg.weighting,
+            mislabel=cfg.mislabel,
+            readout=f"{cfg.grid}/{cfg.readout}",
+        )
+    return extra
 
 
 def report(methods, split="test"):
     """Quality, generation, and training compute of each method; the compute ratio when both ran."""
     first = next(iter(methods.values()))
-    print(f"reference, next-character accuracy on the {split} text: the training split's argmax bigram "
-          f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
+    print(
+        f"reference, next-character accuracy on the {split} text: the training split's argmax bigram "
+        f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}"
+    )
     for name, r in methods.items():
-        print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
-              f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at K = {r['test_iters']}, "
-              f"gen_ppl {r['gen_ppl']:.3f} "
-              f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
-              f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per step × "
-              f"{r['iters']} steps = {r['train_layer_evals']:,}")
+        print(
+            f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
+            f"{r[split + '_ce']:.4f} nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at "
+            f"K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
+            f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
+            f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per "
+            f"step × {r['iters']} steps = {r['train_layer_evals']:,}"
+        )
+        readouts = {
+            key.removeprefix(f"{split}_next_token_acc_"): value
+            for key, value in r.items()
+            if key.startswith(f"{split}_next_token_acc_")
+        }
+        if readouts:  # DiffusionBlocks: --grid × --readout
+            print(
+                f"  {split}_next_token_acc of each read-out at K = {r['test_iters']} (--grid_--readout): "
+                + ", ".join(f"{key} {value:.4f}" for key, value in readouts.items())
+            )
         for text in r["samples"][:2]:
             print(f"  sample: {text!r}")
     if set(methods) == set(METHODS):
         bp, dbk = methods["bptt"], methods["diffusionblocks"]
-        schedule = "equal data passes" if dbk["iters"] == bp["iters"] else f"{dbk['iters'] / bp['iters']:g}× longer"
-        print(f"training compute, bptt / diffusionblocks ({schedule}): layer evaluations "
-              f"{bp['train_layer_evals'] / dbk['train_layer_evals']:.2f}×, measured time "
-              f"{bp['train_seconds'] / dbk['train_seconds']:.2f}×")
+        schedule = (
+            "equal data passes"
+            if dbk["iters"] == bp["iters"]
+            else f"{dbk['iters'] / bp['iters']:g}× longer"
+        )
+        print(
+            f"training compute, bptt / diffusionblocks ({schedule}): layer evaluations "
+            f"{bp['train_layer_evals'] / dbk['train_layer_evals']:.2f}×, measured time "
+            f"{bp['train_seconds'] / dbk['train_seconds']:.2f}×"
+        )
 
 
 def plot_quality_vs_iters(methods, mean_iters, out, split="test"):
-    """--out/quality_vs_iters.png: against test-time K, both methods, like with like: the accuracy of predictions
-    (argmax; DiffusionBlocks from z_0 = 0) and of temperature-1 draws (DiffusionBlocks from noise); cross-entropy."""
+    """--out/quality_vs_iters.png: against test-time K, both methods, like with like: the accuracy
+    of predictions (argmax; DiffusionBlocks from z_0 = 0) and of temperature-1 draws
+    (DiffusionBlocks from noise); cross-entropy."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys in zip(axes, ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))):
+    for ax, keys in zip(
+        axes, ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))
+    ):
         for name, r in methods.items():
             q = r["quality_vs_iters"]
             for key, style in zip(keys, ("-", "--")):
-                label = f"{name}, {'draws' if key.endswith('sample_acc') else 'predictions'}" if len(keys) > 1 else name
-                ax.plot([p["iters"] for p in q], [p[key] for p in q], style, marker="o", label=label)
+                kind = "draws" if key.endswith("sample_acc") else "predictions"
+                label = f"{name}, {kind}" if len(keys) > 1 else name
+                ax.plot(
+                    [p["iters"] for p in q], [p[key] for p in q], style, marker="o", label=label
+                )
         ax.axvline(mean_iters, color="gray", ls=":", label=f"training mean K = {mean_iters}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test-time iterations K (core passes / Euler steps)")
-        ax.set_ylabel(f"{split} next-character accuracy" if len(keys) > 1 else f"{split} cross-entropy (nats)")
+        ax.set_ylabel(
+            f"{split} next-character accuracy" if len(keys) > 1 else f"{split} cross-entropy (nats)"
+        )
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -424,19 +536,130 @@ def plot_quality_vs_iters(methods, mean_iters, out, split="test"):
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main
+# ----------------------------------------------------------------------------------------------
+
+
+class Tally:
+    """Layer evaluations summed over the training steps, checkpointed with the run (for
+    --resume)."""
+
+    def __init__(self):
+        self.total = 0
+
+    def state_dict(self):
+        return {"total": self.total}
+
+    def load_state_dict(self, state):
+        self.total = state["total"]
+
+
+def train_step(model, optimizers, batch, block, generator=None):
+    """One iteration on windows (N, n+1) → the loss, detached (block: 0, the one block).
+
+    Baseline: batch (x, K), or x at K = model.mean_iters; cross-entropy after K core passes from a
+    noise state drawn from `generator`, back-propagated through the last model.bptt (truncated BPTT,
+    Huginn §3). DiffusionBlocks: batch x; one core pass at a random σ per token,
+    db.DiffusionBlocks.loss (Eq. 6) of block 0 with --weighting and --mislabel (with B = 1 the slice
+    is all of [σ_min, σ_max]), noise from `generator`.
+    """
+    x, iters = batch if isinstance(batch, tuple) else (batch, None)
+    with common.autocast(x.device):
+        if isinstance(model, db.DiffusionBlocks):
+            loss = model.loss(x[:, :-1], x[:, 1:], block, generator)
+        else:
+            logits = model.recurrent_logits(
+                x[:, :-1], iters or model.mean_iters, model.bptt, generator
+            )
+            # logits (N, n, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+    optimizers[block].zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizers[block].step()
+    return loss.detach()
+
+
+def train(cfg, corpus, method, model, run_dir):
+    """Train `model` by `method` → (stats, memory, layer evaluations of all its training steps). B =
+    1: no block is drawn (db.pick_block would take a draw from the batch generator and shift the
+    batches and Ks)."""
+    optimizers = [common.adamw(model, cfg)]
+    # the batches, and the baseline's K of each iteration
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # the baseline's s_0; DiffusionBlocks' σ, ε
+    noise = torch.Generator(corpus.device).manual_seed(cfg.seed)
+    iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
+    x0 = corpus.train[: cfg.batch_size].to(corpus.device)
+    # the baseline at K = its mean
+    memory = common.measure_memory(
+        model,
+        optimizers,
+        lambda m, o: train_step(m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed)),
+        lambda m, o: (m.parameters(), o[0]),
+    )
+    print(
+        f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
+        + (
+            f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last {cfg.bptt}"
+            if method == "bptt"
+            else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
+            f"the baseline's iterations)"
+        )
+    )
+    tally = Tally()
+    state = {"model": model, "opt": optimizers[0], "gen": gen, "noise": noise, "tally": tally}
+    layers_per_iter = cfg.prelude + cfg.core + cfg.coda  # every layer is updated at every step
+    loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
+    for it in loop:
+        x = corpus.batch(cfg.batch_size, gen)  # training windows (N, n+1)
+        # Huginn §3: this iteration's K, drawn after the windows from the same generator
+        if method == "bptt":
+            batch = (x, huginn_iters(cfg.mean_iters, gen))
+        else:  # DiffusionBlocks: the one block, trained at a σ per token drawn in train_step
+            batch = x
+        common.set_lr(optimizers[0], common.lr_at(cfg, it / iters))
+        before = network(model).layer_evals
+        loop.record(train_step(model, optimizers, batch, 0, noise))
+        # bptt: 2 + 4K + 2; DiffusionBlocks: 2 + 4 + 2
+        tally.total += network(model).layer_evals - before
+        if loop.every(cfg.eval_every):
+            loop.log(evaluate(model, cfg, corpus, test_iters(cfg)))
+        if loop.every(cfg.ckpt_every):
+            loop.checkpoint()
+    return loop.stats, memory, tally.total
+
+
 def main(cfg):
+    """Train and evaluate each --method → metrics.json's content; print and plot the comparison."""
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
     for method in METHODS if cfg.method == "all" else [cfg.method]:
-        metrics = common.write_metrics(cfg, "train_huginn.py", method, train(cfg, method, corpus), device)
+        common.seed_everything(cfg.seed)
+        model = build_model(cfg, method, len(corpus.chars)).to(device)
+        run_dir = os.path.join(cfg.out, method)
+        stats, memory, layer_evals = train(cfg, corpus, method, model, run_dir)
+        result = common.method_result(
+            stats,
+            memory,
+            {
+                **final_evaluation(model, cfg, corpus, run_dir),
+                **extras(cfg, method, layer_evals, stats["iter"]),
+            },
+        )
+        metrics = common.write_metrics(cfg, "train_huginn.py", method, result, device)
     headline = f"{corpus.split}_next_token_acc"
     common.print_table(metrics["methods"], headline, baseline="bptt")
     report(metrics["methods"], corpus.split)
-    common.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds", "training seconds")
+    common.plot_comparison(
+        metrics["methods"], headline, cfg.out, "train_seconds", "training seconds"
+    )
     plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
     return metrics
 
 
 if __name__ == "__main__":
     config = common.parse_config(Config, PRESETS, METHODS, check=check_config)
-    common.run_seeds(main, config, f"{'val' if config.validation else 'test'}_next_token_acc", baseline="bptt")
+    headline = f"{'val' if config.validation else 'test'}_next_token_acc"
+    common.run_seeds(main, config, headline, baseline="bptt")

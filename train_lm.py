@@ -1,15 +1,21 @@
-"""Character-level language models trained block-wise with DiffusionBlocks, beside the same networks trained
-end-to-end (DiffusionBlocks §4.3). --model mdm: a bidirectional masked-diffusion transformer (MD4, α(t) = 1 − t),
-block b owning a slice of t; --model ar: a causal transformer whose blocks denoise the next character's embedding
-over [noisy slots ; clean tokens] (Block Diffusion's mask, block size 1). Metrics: test bits per character (MDM's
-ELBO) or next-character accuracy and cross-entropy (AR), and gen_ppl of generated text under a character n-gram.
+"""Character-level language models trained block-wise with DiffusionBlocks, beside the same networks
+trained end-to-end (DiffusionBlocks §4.3). --model mdm: a bidirectional masked-diffusion transformer
+(MD4, α(t) = 1 − t), block b owning a slice of t (db.MaskedDiffusionBlocks); --model ar: a causal
+transformer whose blocks denoise the next character's embedding over [noisy slots ; clean tokens]
+(Block Diffusion's mask, block size 1: db.concat_mask, db.two_stream_layer). Metrics: test bits per
+character (MDM's ELBO) or next-character accuracy and cross-entropy (AR), and gen_ppl of generated
+text under a character n-gram.
 
-  python train_lm.py                                    # masked diffusion, both methods, bundled pydoc text, CPU
+Read: the two networks and build_model; evaluate and final_evaluation; train_step, train (the loop)
+and main.
+
+  python train_lm.py                                    # masked diffusion, both methods, pydoc text, CPU
   python train_lm.py --model ar                         # autoregressive, both methods
-  python train_lm.py --model ar --method diffusionblocks --block 1 --out runs/ar   # block 1 alone (own process)
+  python train_lm.py --model ar --method diffusionblocks --block 1 --out runs/ar   # block 1 alone
   python train_lm.py --model ar --method diffusionblocks --assemble --out runs/ar  # evaluate the saved blocks
   python train_lm.py --model mdm --preset paper         # text8, one GPU (likewise --model ar)
 """
+
 import argparse
 import dataclasses
 import math
@@ -24,19 +30,34 @@ import torch.nn.functional as F
 import common
 import diffusionblocks as db
 from data import UNK, decode
-from lm_eval import continue_held_out, distinct_ngrams, reference_accuracy, reference_bpc, text_corpus, write_samples
+from lm_eval import (
+    continue_held_out,
+    distinct_ngrams,
+    reference_accuracy,
+    reference_bpc,
+    text_corpus,
+    write_samples,
+)
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
-T_MIN = 1e-3  # MDM training draws t ≥ T_MIN, MDLM's sampling_eps: the 1/t weight stays bounded
-TEMPERATURES = (0.5, 0.7, 0.85, 1)  # AR backprop's sampling temperatures, to match DiffusionBlocks' sharpness
+# AR backprop's sampling temperatures, to match DiffusionBlocks' sharpness
+TEMPERATURES = (0.5, 0.7, 0.85, 1)
+# AR's chains
+READOUTS = [(grid, readout) for grid in ("boundaries", "final") for readout in ("last", "sum")]
 
 
 @dataclasses.dataclass
 class Config(common.DiscreteConfig):
-    model: str = common.option("mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive (causal)", MODELS)
-    dataset: str = common.option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH")
-    layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
+    model: str = common.option(
+        "mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive (causal)", MODELS
+    )
+    dataset: str = common.option(
+        "pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH"
+    )
+    layers: int = common.option(
+        6, "L, transformer layers of the whole network (CPU-sized; paper: 12)"
+    )
     width: int = common.option(128, "model width (CPU-sized; paper: 768)")
     heads: int = common.option(4, "attention heads (CPU-sized; paper: 12)")
     seq_len: int = common.option(128, "characters per training sequence (CPU-sized; paper: 256)")
@@ -45,61 +66,177 @@ class Config(common.DiscreteConfig):
     lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 3e-4)")
     min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
     weight_decay: float = common.option(0.03, "AdamW weight decay (paper, MDM: 0.03)")
-    elbo_samples: int = common.option(8, "MDM: (t, mask) draws per test sequence of the ELBO estimate")
-    sample_steps: int = common.option(48, "MDM: ancestral unmasking steps (a multiple of B gives each block as many)")
+    elbo_samples: int = common.option(
+        8, "MDM: (t, mask) draws per test sequence of the ELBO estimate"
+    )
+    sample_steps: int = common.option(
+        48, "MDM: ancestral unmasking steps (a multiple of B gives each block as many)"
+    )
     gen_samples: int = common.option(32, "sequences generated and scored by the judge for gen_ppl")
-    gen_tokens: int = common.option(64, "AR: characters generated per held-out prompt of seq_len − gen_tokens")
-    temperature: float = common.option(0.0, "sampling temperature of AR generation; 0 = greedy (paper)")
+    gen_tokens: int = common.option(
+        64, "AR: characters generated per held-out prompt of seq_len − gen_tokens"
+    )
+    temperature: float = common.option(
+        0.0, "sampling temperature of AR generation; 0 = greedy (paper)"
+    )
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    eval_sequences: int = common.option(0, "test sequences per evaluation, evenly spaced; 0 = the whole test split")
-    grid: str = common.option("final", "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the authors' Euler "
-                              "steps + a final call at σ_min, or one call per block at its top; chosen on validation "
-                              "text (results/README.md)", ["final", "boundaries"])
-    readout: str = common.option("sum", "AR DiffusionBlocks logits read out: the sum of every call's log-softmax, or "
-                                 "the last call's; chosen on validation text (results/README.md)", ["sum", "last"])
-    validation: bool = common.option(False, "evaluate on the validation split (5 per cent of the text before the test "
-                                     "split), to choose settings; metrics are then named val_*")
+    eval_sequences: int = common.option(
+        0, "test sequences per evaluation, evenly spaced; 0 = the whole test split"
+    )
+    grid: str = common.option(
+        "final",
+        "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the "
+        "authors' Euler steps + a final call at σ_min, or one call per block at its "
+        "top; chosen on validation text (results/README.md)",
+        ["final", "boundaries"],
+    )
+    readout: str = common.option(
+        "sum",
+        "AR DiffusionBlocks logits read out: the sum of every call's "
+        "log-softmax, or the last call's; chosen on validation text "
+        "(results/README.md)",
+        ["sum", "last"],
+    )
+    validation: bool = common.option(
+        False,
+        "evaluate on the validation split (5 per cent of the text "
+        "before the test split), to choose settings; metrics are then named "
+        "val_*",
+    )
 
 
 PRESETS = {  # per --model; a flag overrides any of these
     "mdm": {
-        "smoke": dict(layers=3, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
-                      elbo_samples=2, sample_steps=6, gen_samples=4, eval_sequences=8),
-        "cpu": dict(blocks=3, gamma=0.05, seq_len=64, steps=1000, lr=6e-4),  # lr: backprop's validation bpc (results/)
-        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=3, gamma=0.05,
-                      lr=3e-4, min_lr=3e-5, weight_decay=0.03, warmup=2000 / 100_000, eval_every=5000,
-                      ckpt_every=5000, eval_sequences=0, sample_steps=255,
-                      batch_size=256, steps=100_000),  # batch and steps: not in the paper, sized for one GPU
+        "smoke": dict(
+            layers=3,
+            width=32,
+            heads=2,
+            seq_len=32,
+            steps=12,
+            batch_size=8,
+            eval_every=6,
+            ckpt_every=6,
+            elbo_samples=2,
+            sample_steps=6,
+            gen_samples=4,
+            eval_sequences=8,
+        ),
+        "cpu": dict(
+            blocks=3, gamma=0.05, seq_len=64, steps=1000, lr=6e-4
+        ),  # lr: backprop's validation bpc (results/)
+        "paper": dict(
+            dataset="text8",
+            layers=12,
+            width=768,
+            heads=12,
+            seq_len=256,
+            blocks=3,
+            gamma=0.05,
+            lr=3e-4,
+            min_lr=3e-5,
+            weight_decay=0.03,
+            warmup=2000 / 100_000,
+            eval_every=5000,
+            ckpt_every=5000,
+            eval_sequences=0,
+            sample_steps=255,
+            # batch and steps: not in the paper, sized for one GPU
+            batch_size=256,
+            steps=100_000,
+        ),
     },
     "ar": {
-        "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6, ckpt_every=6,
-                      blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8, eval_sequences=8),
-        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3, gen_tokens=32,
-                    mislabel=0.6),  # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks' (results/)
-        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4, gamma=0.1,
-                      lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128, eval_every=5000, mislabel=0.6,
-                      ckpt_every=5000, eval_sequences=0,
-                      batch_size=256, steps=100_000),  # batch, steps, weight decay: not in the paper; text8
-    },  # stands in for the paper's LM1B, which needs a word-piece tokenizer (this script is character-level)
+        "smoke": dict(
+            layers=4,
+            width=32,
+            heads=2,
+            seq_len=32,
+            steps=12,
+            batch_size=8,
+            eval_every=6,
+            ckpt_every=6,
+            blocks=4,
+            gamma=0.1,
+            gen_samples=4,
+            gen_tokens=8,
+            eval_sequences=8,
+        ),
+        "cpu": dict(
+            layers=8,
+            width=64,
+            blocks=4,
+            gamma=0.1,
+            seq_len=64,
+            steps=800,
+            lr=3e-3,
+            gen_tokens=32,
+            # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks'
+            mislabel=0.6,
+        ),
+        "paper": dict(
+            dataset="text8",
+            layers=12,
+            width=768,
+            heads=12,
+            seq_len=256,
+            blocks=4,
+            gamma=0.1,
+            lr=3e-4,
+            min_lr=3e-5,
+            warmup=2500 / 100_000,
+            gen_tokens=128,
+            eval_every=5000,
+            mislabel=0.6,
+            ckpt_every=5000,
+            eval_sequences=0,
+            # batch, steps, weight decay: not in the paper; text8
+            batch_size=256,
+            steps=100_000,
+        ),
+        # stands in for the paper's LM1B, which needs a word-piece tokenizer (this script is
+        # character-level)
+    },
 }
 
 
 def parse_args(argv=None):
-    """Every script's flags; --model picks its presets first (MDM: B=3, γ=0.05; AR: B=4, γ=0.1, the paper's)."""
+    """Every flag; --model picks its presets first (MDM: B=3, γ=0.05; AR: B=4, γ=0.1, the
+    paper's)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", choices=MODELS, default="mdm")
     model = pre.parse_known_args(argv)[0].model
     return common.parse_config(Config, PRESETS[model], METHODS, argv, check_config)
 
 
+def check_config(cfg):
+    """One-line errors (exit 2) for the LM flags, run by parse_config (before --out is created)."""
+    if cfg.model == "mdm" and cfg.partition != "equiprob":
+        common.fail(
+            "--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α"
+        )
+    if cfg.model == "mdm" and (cfg.width // cfg.heads) % 2:
+        common.fail(
+            f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model mdm "
+            "rotates channel pairs of each head (RoPE), so a head's width must be even"
+        )
+    if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
+        common.fail(
+            f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
+            f"got {cfg.gen_tokens}"
+        )
+
+
 # ----------------------------------------------------------------------------------------------
-# Masked diffusion (MD4, Shi et al. 2024; MDLM, Sahoo et al. 2024) with α(t) = 1 − t, in B blocks
+# The networks: a masked-diffusion denoiser (MDM) and a causal transformer (AR)
 # ----------------------------------------------------------------------------------------------
 
+
 class MaskedDenoiser(nn.Module):
-    """Bidirectional transformer x_θ(z_t, t): tokens (id V = mask) + learned positions → L AdaLN-Zero layers with
-    rotary attention (as MDLM's DiT: a masked position learns only through attention, and RoPE makes its neighbours
-    easy to find) conditioned on DiT's timestep embedding of 1000·t → logits over the V characters (never the mask)."""
+    """Bidirectional transformer x_θ(z_t, t): tokens (id V = mask) + learned positions → L
+    AdaLN-Zero layers with rotary attention (as MDLM's DiT: a masked position learns only through
+    attention, and RoPE makes its neighbours easy to find) conditioned on DiT's timestep embedding
+    of 1000·t → logits over the V characters (never the mask). A block of
+    db.MaskedDiffusionBlocks."""
 
     def __init__(self, vocab, width, depth, heads, seq_len):
         super().__init__()
@@ -107,138 +244,43 @@ class MaskedDenoiser(nn.Module):
         nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
         self.embed_sigma = db.SigmaEmbedder(width)
-        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads, rope=True) for _ in range(depth))
+        self.layers = nn.ModuleList(
+            db.AdaLNZeroLayer(width, heads, rope=True) for _ in range(depth)
+        )
         self.final = db.FinalLayer(width, vocab)
 
     def forward(self, z, t):
-        """z: (N, n) ids with masks, t: (N,) → logits (N, n, V); zero at init (AdaLN-Zero), i.e. uniform."""
-        h = self.tok(z) + self.pos[:z.shape[1]]  # (N, n, D)
+        """z: (N, n) ids with masks, t: (N,) → logits (N, n, V); zero at init (AdaLN-Zero), i.e.
+        uniform."""
+        h = self.tok(z) + self.pos[: z.shape[1]]  # (N, n, D)
         c = self.embed_sigma(t)  # (N, D)
         for layer in self.layers:
             h = layer(h, c)
         return self.final(h, c)  # (N, n, V)
 
 
-def mdm_block_of(t, num_blocks):
-    """Block owning t: b owns ((B−1−b)/B, (B−b)/B], equal drops of α = 1 − t; block 0 the most masked."""
-    return (num_blocks - torch.ceil(t * num_blocks).long()).clamp(0, num_blocks - 1)
-
-
-def mdm_slice(block, num_blocks, gamma):
-    """(t_lo, t_hi) of block b widened by γ·(t_hi − t_lo) each side, clipped to [0, 1] (§3.3's overlap in t)."""
-    lo, hi = (num_blocks - 1 - block) / num_blocks, (num_blocks - block) / num_blocks
-    return max(lo - gamma * (hi - lo), 0.0), min(hi + gamma * (hi - lo), 1.0)
-
-
-class MaskedDiffusionBlocks(nn.Module):
-    """B independent masked-diffusion denoisers, block b trained on its t slice only (DiffusionBlocks §3 with
-    MD4's process instead of EDM's; no σ, no preconditioning). Backprop is the same with B = 1."""
-
-    def __init__(self, blocks, gamma=0.0):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.mask_id = self.blocks[0].tok.num_embeddings - 1
-        self.slices = [mdm_slice(b, len(self.blocks), gamma) for b in range(len(self.blocks))]
-
-    def logits(self, z, t):
-        """x_θ(z_t, t) logits (N, n, V), each sample's t routed to the block that owns it."""
-        owner = mdm_block_of(t, len(self.blocks))
-        out = None
-        for b in owner.unique().tolist():
-            idx = (owner == b).nonzero()[:, 0]
-            logits = self.blocks[b](z[idx], t[idx])
-            out = logits.new_empty(len(z), *logits.shape[1:]) if out is None else out
-            out[idx] = logits
-        return out
-
-    def loss(self, x, block, generator=None):
-        """MD4's continuous ELBO ∫ α′/(1−α)·Σ_masked log p dt, α = 1 − t, on block b's slice, per char:
-        (1/t)·Σ_{masked i} −log p(x_i | z_t, t) / n, t ~ U(slice ∩ [T_MIN, 1]), each token masked w.p. t."""
-        N, n = x.shape
-        lo, hi = self.slices[block]
-        lo = max(lo, T_MIN)
-        t = lo + (hi - lo) * torch.rand(N, generator=generator, device=x.device)  # (N,)
-        masked = torch.rand(N, n, generator=generator, device=x.device) < t[:, None]  # (N, n)
-        logits = self.blocks[block](torch.where(masked, self.mask_id, x), t)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (N, n)
-        return ((ce * masked).sum(1) / (t * n)).mean()
-
-    @torch.no_grad()
-    def sample(self, shape, steps, generator, device):
-        """Ancestral unmasking from all-mask on t_i = 1 − i/steps (MD4, MDLM): a masked token is revealed
-        w.p. (t − s)/t, drawn from p(x | z_t, t) of the block owning t."""
-        z = torch.full(shape, self.mask_id, device=device)
-        for i in range(steps):
-            t, s = 1 - i / steps, 1 - (i + 1) / steps
-            probs = self.logits(z, torch.full(shape[:1], t, device=device)).float().softmax(-1)  # (N, n, V)
-            draw = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(shape)
-            reveal = (z == self.mask_id) & (torch.rand(shape, generator=generator, device=device) < (t - s) / t)
-            z = torch.where(reveal, draw, z)
-        return z
-
-
-@torch.no_grad()
-def mdm_elbo_bits(logits_fn, x, mask_id, num_blocks, samples, generator):
-    """MD4's NELBO in bits per character of each sequence of x (N, n), summed over the N sequences and split
-    by the block owning t: a (B,) tensor; divide by N for the estimate, sum it for the whole ELBO.
-
-    The ELBO ∫₀¹ (1/t)·E[Σ_masked −log p(x_i | z_t, t)] dt, with t and the number m of masked tokens
-    integrated jointly, is n·E[mean over the masked tokens of −log p], where m ~ U{1..n}, t = u_(m) the
-    m-th smallest of n uniform masking times u_i (t ~ Beta(m, n−m+1)), masked = {i : u_i ≤ t}. Unbiased,
-    and exact for a predictor whose loss is the same on every token (log V for the uniform one).
-    `logits_fn(z, t)` → (N, n, V); m is stratified over the `samples` draws, all drawn from the CPU `generator`.
-    """
-    N, n = x.shape
-    total = torch.zeros(num_blocks, dtype=torch.float64)
-    for k in range(samples):
-        m = 1 + ((k + torch.rand(N, generator=generator)) / samples * n).long()  # (N,) stratified in 1..n
-        u = torch.rand(N, n, generator=generator)  # (N, n) masking times
-        t = u.sort(1).values.gather(1, m[:, None] - 1)  # (N, 1): the m-th smallest
-        masked = (u <= t).to(x.device)  # exactly m per row
-        logits = logits_fn(torch.where(masked, mask_id, x), t[:, 0].to(x.device))  # (N, n, V)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (N, n)
-        bits = (ce * masked).sum(1).cpu().double() / m / math.log(2)  # (N,)
-        total.index_add_(0, mdm_block_of(t[:, 0], num_blocks), bits)
-    return total / samples
-
-
-# ----------------------------------------------------------------------------------------------
-# Autoregressive: a causal transformer; as a DiffusionBlocks block, the sequence-concatenation trick
-# ----------------------------------------------------------------------------------------------
-
-def concat_mask(n, m, device=None):
-    """Attention mask of [m noisy slots ; n clean tokens] (Block Diffusion, block size 1), True = may attend.
-
-    The noisy slots hold the last m target positions p = n−m+1..n; slot p attends to itself and to clean
-    tokens j < p; clean token j attends to clean j' ≤ j (causal) and never to a noisy slot. (m+n, m+n).
-    """
-    clean = torch.arange(n, device=device)
-    target = torch.arange(n - m + 1, n + 1, device=device)
-    noisy_rows = torch.cat([torch.eye(m, dtype=torch.bool, device=device), clean[None] < target[:, None]], 1)
-    clean_rows = torch.cat([torch.zeros(n, m, dtype=torch.bool, device=device), clean[None] <= clean[:, None]], 1)
-    return torch.cat([noisy_rows, clean_rows], 0)
-
-
 class CausalLM(nn.Module):
-    """Pre-norm causal transformer: tokens + learned positions (not RoPE: the layers are db.AdaLNZeroLayer as they
-    are) → L AdaLN-Zero layers → final layer → logits.
+    """Pre-norm causal transformer: tokens + learned positions (not RoPE: the layers are
+    db.AdaLNZeroLayer as they are) → L AdaLN-Zero layers → final layer → logits.
 
-    Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict x_{i+1}.
-    DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n) and z the noisy
-    embeddings of the next tokens at positions n−m+1..n (N, m, E); runs [noisy ; clean] under `concat_mask`,
-    the noisy slots conditioned on their own σ, the clean tokens on a learned vector (`two_stream_layer`);
-    logits (N, m, V).
+    Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict
+    x_{i+1}. DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n)
+    and z the noisy embeddings of the next tokens at positions n−m+1..n (N, m, E); runs [noisy ;
+    clean] under db.concat_mask, the noisy slots conditioned on their own σ, the clean tokens on a
+    learned vector (db.two_stream_layer); logits (N, m, V).
     """
 
     def __init__(self, vocab, width, depth, heads, seq_len, target_dim=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2)
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))  # positions 0..n: a slot's target may be n
+        # 0..n: a slot's target may be n
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
             self.embed_sigma = db.SigmaEmbedder(width)
-        self.cond = nn.Parameter(torch.zeros(width))  # the condition of clean tokens (all tokens of a plain LM)
+        # the condition of clean tokens (of all, plain LM)
+        self.cond = nn.Parameter(torch.zeros(width))
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, vocab)
 
@@ -246,110 +288,95 @@ class CausalLM(nn.Module):
         N, n = x.shape
         h = self.tok(x) + self.pos[:n]  # (N, n, D)
         if z_in is None:  # plain LM
-            c, mask = self.cond.expand(N, -1), torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            c, mask = (
+                self.cond.expand(N, -1),
+                torch.ones(n, n, dtype=torch.bool, device=x.device).tril(),
+            )
             for layer in self.layers:
                 h = layer(h, c, mask)
             return self.final(h, c)  # (N, n, V)
         m = z_in.shape[1]
-        hz = self.z_in(z_in) + self.pos[n - m + 1:n + 1]  # (N, m, D): the noisy slots
+        hz = self.z_in(z_in) + self.pos[n - m + 1 : n + 1]  # (N, m, D): the noisy slots
         cz = self.embed_sigma(c_noise)  # (N, m, D): each slot's own σ
-        mask = concat_mask(n, m, x.device)  # (m+n, m+n)
+        mask = db.concat_mask(n, m, x.device)  # (m+n, m+n)
         for i, layer in enumerate(self.layers):
-            hz, h = two_stream_layer(layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1)
+            hz, h = db.two_stream_layer(
+                layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1
+            )
         return self.final(hz, cz)  # (N, m, V)
 
 
-def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
-    """`layer` (an AdaLNZeroLayer) over [noisy slots hz (N, m, D) ; clean tokens hc (N, n, D)] under `mask`, the same
-    as layer(cat([hz, hc]), cat([cz, c_clean]), mask) for the slots, at the memory of what the math needs: the clean
-    tokens share one condition, so their modulation is one broadcast (D,) vector per parameter, not (N, n, 6D); each
-    slot's six modulation vectors are copied out of the (N, m, 6D) AdaLN output, so that output is not kept for
-    backward; in the last layer the clean tokens only give keys and values (their outputs are never read).
-    → (hz, hc) after the layer, hc None when `last`."""
-    m, N, D = hz.shape[1], hz.shape[0], hz.shape[2]
-    shift_z, scale_z, gate_z, shift2_z, scale2_z, gate2_z = (v.contiguous() for v in layer.adaLN(cz).chunk(6, -1))
-    shift_c, scale_c, gate_c, shift2_c, scale2_c, gate2_c = layer.adaLN(c_clean).chunk(6, -1)  # 6 × (D,)
-    a = torch.cat([db.modulate(layer.norm1(hz), shift_z, scale_z), db.modulate(layer.norm1(hc), shift_c, scale_c)], 1)
-    q, k, v = layer.qkv(a).view(N, a.shape[1], 3, layer.heads, D // layer.heads).permute(2, 0, 3, 1, 4)  # (N, H, m+n, ·)
-    rows = slice(0, m) if last else slice(None)  # the last layer needs the slots' queries only
-    out = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask[rows])  # (N, H, rows, D/H)
-    out = layer.proj(out.transpose(1, 2).reshape(N, -1, D))  # (N, rows, D)
-    hz = hz + gate_z * out[:, :m]
-    hz = hz + gate2_z * layer.mlp(db.modulate(layer.norm2(hz), shift2_z, scale2_z))
-    if last:
-        return hz, None
-    hc = hc + gate_c * out[:, m:]
-    return hz, hc + gate2_c * layer.mlp(db.modulate(layer.norm2(hc), shift2_c, scale2_c))
-
-
-# ----------------------------------------------------------------------------------------------
-# Training and evaluation
-# ----------------------------------------------------------------------------------------------
-
 def build_model(cfg, method, vocab):
-    """Backprop: one network of cfg.layers (MDM: a one-block container over all t); DiffusionBlocks: cfg.blocks
-    networks of the split, block b owning its t slice (MDM) or its σ slice (AR, §3)."""
+    """Backprop: one network of cfg.layers (MDM: a one-block container over all t); DiffusionBlocks:
+    cfg.blocks networks of the split, block b owning its t slice (MDM) or its σ slice (AR, §3)."""
     depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
-    if cfg.model == "mdm":  # backprop: one denoiser over all of t ∈ [0, 1]
-        return MaskedDiffusionBlocks([MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
-                                     cfg.gamma)
+    if cfg.model == "mdm":  # backprop: one denoiser over all of t ∈ [0, 1]; id `vocab` is the mask
+        return db.MaskedDiffusionBlocks(
+            [MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
+            vocab,
+            cfg.gamma,
+        )
     if method == "backprop":
         return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads, cfg.seq_len)
-    blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths]
-    return db.DiffusionBlocks(blocks, embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed), gamma=cfg.gamma,
-                              partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
+    blocks = [
+        CausalLM(vocab, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths
+    ]
+    return db.DiffusionBlocks(
+        blocks,
+        embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
+        gamma=cfg.gamma,
+        partition=cfg.partition,
+        weighting=cfg.weighting,
+        mislabel=cfg.mislabel,
+    )
 
 
-def train_step(model, optimizers, batch, block, generator=None):
-    """One iteration of `block` on windows batch (N, window): a block of a container, or the whole plain LM (block
-    0); AR: next-token cross-entropy, or the DiffusionBlocks loss of the next tokens; MDM: MD4's ELBO. → the loss."""
-    x = batch  # (N, window)
-    with common.autocast(x.device):
-        if isinstance(model, db.DiffusionBlocks):  # AR: the context predicts the noisy next tokens
-            return model.train_step(x[:, :-1], x[:, 1:], optimizers, block=block, generator=generator)[1]
-        if isinstance(model, CausalLM):
-            loss = F.cross_entropy(model(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten())
-        else:
-            loss = model.loss(x, block, generator)
-    return common.optimize(loss, common.blocks_of(model)[block], optimizers[block])
-
-
-def check_config(cfg):
-    """One-line errors (exit 2) for the LM flags, run by parse_config (before --out is created)."""
-    if cfg.model == "mdm" and cfg.partition != "equiprob":
-        common.fail("--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α")
-    if cfg.model == "mdm" and (cfg.width // cfg.heads) % 2:
-        common.fail(f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model mdm rotates channel "
-                    "pairs of each head (RoPE), so a head's width must be even")
-    if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
-        common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
-                    f"got {cfg.gen_tokens}")
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
 
 
 def load_corpus(cfg, device):
-    """--dataset cut into windows of seq_len characters (AR: seq_len + 1, each context character and its target)."""
+    """--dataset cut into windows of seq_len characters (AR: seq_len + 1, each context character and
+    its target)."""
     corpus = text_corpus(cfg, cfg.seq_len + 1 if cfg.model == "ar" else cfg.seq_len, device)
     data, chars = corpus.data, corpus.chars
-    print(f"{cfg.dataset}: "
-          f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test characters, "
-          f"V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(corpus.test_eval)} {corpus.split} "
-          f"sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: Witten–Bell {corpus.judge.order}-gram "
-          "of the training split")
+    print(
+        f"{cfg.dataset}: "
+        f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test "
+        f"characters, V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(corpus.test_eval)} "
+        f"{corpus.split} sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: Witten–Bell "
+        f"{corpus.judge.order}-gram of the training split"
+    )
     return corpus
 
 
-def get_batch(it, generator, cfg, corpus):
-    """cfg.batch_size training windows drawn uniformly with `generator` (whatever `it`): (N, window) on the device."""
+def get_batch(cfg, corpus, generator):
+    """cfg.batch_size training windows drawn uniformly with `generator`: (N, window) on the
+    device."""
     return corpus.batch(cfg.batch_size, generator)
 
 
+# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ----------------------------------------------------------------------------------------------
+
+
 def ar_logits(model, cfg, context, m, generator, start="mean"):
-    """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the --readout of its
-    B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw, noise from `generator`)."""
+    """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the
+    --readout of its B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw,
+    noise from `generator`)."""
     if isinstance(model, db.DiffusionBlocks):
         sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
-        return model.predict(context, (len(context), m, cfg.width), sigmas, start, cfg.readout, generator,
-                             context.device)
+        return model.predict(
+            context,
+            (len(context), m, cfg.width),
+            sigmas,
+            start,
+            cfg.readout,
+            generator,
+            context.device,
+        )
     return model(None, None, context)[:, -m:]
 
 
@@ -358,48 +385,95 @@ def next_char_logits(model, cfg, generator, start, context):
     return ar_logits(model, cfg, context, 1, generator, start)[:, 0]
 
 
+@torch.no_grad()
+def mdm_elbo_bits(logits_fn, x, mask_id, num_blocks, samples, generator):
+    """MD4's NELBO in bits per character of each sequence of x (N, n), summed over the N sequences
+    and split by the block owning t: a (B,) tensor; divide by N for the estimate, sum it for the
+    whole ELBO.
+
+    The ELBO ∫₀¹ (1/t)·E[Σ_masked −log p(x_i | z_t, t)] dt, with t and the number m of masked tokens
+    integrated jointly, is n·E[mean over the masked tokens of −log p], where m ~ U{1..n}, t = u_(m)
+    the m-th smallest of n uniform masking times u_i (t ~ Beta(m, n−m+1)), masked = {i : u_i ≤ t}.
+    Unbiased, and exact for a predictor whose loss is the same on every token (log V for the uniform
+    one). `logits_fn(z, t)` → (N, n, V); m is stratified over the `samples` draws, all drawn from
+    the CPU `generator`.
+    """
+    N, n = x.shape
+    total = torch.zeros(num_blocks, dtype=torch.float64)
+    for k in range(samples):
+        # (N,) stratified in 1..n
+        m = 1 + ((k + torch.rand(N, generator=generator)) / samples * n).long()
+        u = torch.rand(N, n, generator=generator)  # (N, n) masking times
+        t = u.sort(1).values.gather(1, m[:, None] - 1)  # (N, 1): the m-th smallest
+        masked = (u <= t).to(x.device)  # exactly m per row
+        logits = logits_fn(torch.where(masked, mask_id, x), t[:, 0].to(x.device))  # (N, n, V)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (N, n)
+        bits = (ce * masked).sum(1).cpu().double() / m / math.log(2)  # (N,)
+        total.index_add_(0, db.mdm_block_of(t[:, 0], num_blocks), bits)
+    return total / samples
+
+
 def bpc_per_slice(model, cfg, corpus):
-    """MDM test ELBO in bits per character (mdm_elbo_bits), split by the t slices of --blocks: (B,); the same draws
-    for every model."""
+    """MDM test ELBO in bits per character (mdm_elbo_bits), split by the t slices of --blocks: (B,);
+    the same draws for every model."""
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad(), common.autocast(corpus.device):
-        total = sum(mdm_elbo_bits(model.logits, x.to(corpus.device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen)
-                    for x in corpus.test_eval.split(cfg.batch_size))
+        total = sum(
+            mdm_elbo_bits(
+                model.logits, x.to(corpus.device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen
+            )
+            for x in corpus.test_eval.split(cfg.batch_size)
+        )
     return total / len(corpus.test_eval)
 
 
 def add_scores(sums, split, name, logits, y, draws=None):
-    """Add to `sums` the summed cross-entropy and argmax hits of logits (N, n, V) against y (N, n), and the hits of
-    a temperature-1 draw: the argmax of `draws` (N, n, V), or without draws the probability of the true character."""
-    sample_hits = (draws.argmax(-1) == y) if draws is not None else logits.softmax(-1).gather(-1, y[..., None])
-    for key, value in ((f"{split}_ce{name}", F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")),
-                       (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-                       (f"{split}_sample_acc{name}", sample_hits.sum())):
+    """Add to `sums` the summed cross-entropy and argmax hits of logits (N, n, V) against y (N, n),
+    and the hits of a temperature-1 draw: the argmax of `draws` (N, n, V), or without draws the
+    probability of the true character."""
+    if draws is not None:
+        sample_hits = draws.argmax(-1) == y
+    else:
+        sample_hits = logits.softmax(-1).gather(-1, y[..., None])
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    for key, value in (
+        (f"{split}_ce{name}", ce),
+        (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
+        (f"{split}_sample_acc{name}", sample_hits.sum()),
+    ):
         sums[key] = sums.get(key, 0.0) + float(value)
 
 
 @torch.no_grad()
 def evaluate_ar(model, cfg, corpus):
-    """AR metrics, like with like. Predictions: next-token accuracy (argmax) and cross-entropy of backprop's logits
-    and of the last logits of DiffusionBlocks' chain from z_0 = 0 (every --grid × --readout: its accuracy). Draws:
-    `_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the mean probability of the true
-    character; DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a draw).
+    """AR metrics, like with like. Predictions: next-token accuracy (argmax) and cross-entropy of
+    backprop's logits and of DiffusionBlocks' chain from z_0 = 0 read out by --grid and --readout
+    (and the accuracy of each of the READOUTS, which report prints). Draws: `_sample_acc`, the
+    expected accuracy of a temperature-1 draw (backprop: the mean probability of the true character;
+    DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a draw).
     `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
-    gen, sums, split, n = torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split, cfg.seq_len
+    gen, sums, split, n = (
+        torch.Generator(corpus.device).manual_seed(cfg.seed),
+        {},
+        corpus.split,
+        cfg.seq_len,
+    )
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
             x = x.to(corpus.device)
             context, y = x[:, :-1], x[:, 1:]  # (N, n), (N, n)
             if not isinstance(model, db.DiffusionBlocks):
-                add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y)  # (N, n, V)
+                # (N, n, V)
+                add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y)
                 continue
             draws = ar_logits(model, cfg, context, n, gen, "noise")
             readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
             for grid in ("boundaries", "final"):
-                calls = model.predict(context, (len(x), n, cfg.width),
-                                      db.prediction_sigmas(model.sigmas, len(model.blocks), grid), "mean", "all")
+                sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), grid)
+                calls = model.predict(context, (len(x), n, cfg.width), sigmas, "mean", "all")
                 readouts[grid, "last"] = calls[-1]
-                readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)  # as predict's
+                # as predict
+                readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)
             add_scores(sums, split, "", readouts[cfg.grid, cfg.readout].float(), y, draws)
             for (grid, readout), logits in readouts.items():
                 key = f"{split}_next_token_acc_{grid}_{readout}"
@@ -418,109 +492,152 @@ def evaluate(model, cfg, corpus):
 
 
 def final_evaluation(model, cfg, corpus, run_dir):
-    """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t slice. AR: greedy
-    (or --temperature) continuations of held-out prompts and draws; backprop draws at each of TEMPERATURES (gen_ppl_T*,
-    distinct_4_T*: quality beside diversity, for samples at matched sharpness), DiffusionBlocks' chain predicts from
-    z_0 = 0 and draws from noise (its own temperature; _t1 keys; backprop's _t1 is a second, independent set of T = 1
-    draws); the argmax bigram and trigram reference accuracies."""
+    """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t
+    slice. AR: greedy (or --temperature) continuations of held-out prompts and draws; backprop draws
+    at each of TEMPERATURES (gen_ppl_T*, distinct_4_T*: quality beside diversity, for samples at
+    matched sharpness), DiffusionBlocks' chain predicts from z_0 = 0 and draws from noise (its own
+    temperature; _t1 keys; backprop's _t1 is a second, independent set of T = 1 draws); the argmax
+    bigram and trigram reference accuracies."""
     gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
     if cfg.model == "ar":
         if isinstance(model, db.DiffusionBlocks):
-            decoders = {"": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
-                        "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0)}
+            decoders = {
+                "": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
+                "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0),
+            }
         else:
             logits = partial(next_char_logits, model, cfg, gen, "mean")
-            decoders = {"": (logits, cfg.temperature), **{f"_T{t:g}": (logits, t) for t in TEMPERATURES}}
+            decoders = {
+                "": (logits, cfg.temperature),
+                **{f"_T{t:g}": (logits, t) for t in TEMPERATURES},
+            }
             decoders["_t1"] = decoders["_T1"]
         texts, gen_ppl, distinct, judge_ppl = continue_held_out(
-            list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
-        result = {"judge_ppl_held_out": judge_ppl, **reference_accuracy(corpus.data, corpus.test_eval, corpus.split)}
+            list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device
+        )
+        result = {
+            "judge_ppl_held_out": judge_ppl,
+            **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
+        }
         for name, ppl, dist in zip(decoders, gen_ppl, distinct):
             result.update({f"gen_ppl{name}": ppl, f"distinct_4{name}": dist})
         texts = texts[0]
     else:
         with torch.no_grad(), common.autocast(corpus.device):
-            samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, corpus.device)
+            samples = model.sample(
+                (cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, corpus.device
+            )
             texts = [decode(s, chars) for s in samples]
-            result = {"gen_ppl": corpus.judge.perplexity(samples), "distinct_4": distinct_ngrams(samples.cpu()),
-                      "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
-                      f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist()}
+            result = {
+                "gen_ppl": corpus.judge.perplexity(samples),
+                "distinct_4": distinct_ngrams(samples.cpu()),
+                "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
+                f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist(),
+            }
     write_samples(texts, run_dir)
     return {**result, **reference_bpc(corpus.data, corpus.judge), "samples": texts[:3]}
 
 
-def train(cfg, method, corpus):
-    """Train one method's blocks (common.train_blocks) and evaluate it; None after --block (saved for --assemble)."""
-    common.seed_everything(cfg.seed)
-    model = build_model(cfg, method, len(corpus.chars)).to(corpus.device)
-    layers = db.split_layers(cfg.layers, len(common.blocks_of(model)))
-    if method == "diffusionblocks" and cfg.model == "ar":
-        print(common.describe_blocks(cfg, model, layers))
-    elif method == "diffusionblocks":
-        print(f"diffusionblocks: B={cfg.blocks} blocks of {layers} layers, γ={cfg.gamma}, t slices "
-              f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked)")
-    run_dir = os.path.join(cfg.out, method)
-    trained = common.train_blocks(cfg, model, train_step, partial(get_batch, cfg=cfg, corpus=corpus),
-                                  partial(evaluate, model, cfg, corpus), run_dir, method)
-    if trained is None:
-        return None
-    stats, memory, per_block = trained
-    extra = {"blocks": len(common.blocks_of(model)), "layers_per_block": layers, "train_memory_per_block": per_block}
+def extras(cfg, method, model, per_block):
+    """What metrics.json records beyond the common fields: the blocks, DiffusionBlocks' settings."""
+    blocks = len(common.blocks_of(model))
+    extra = {
+        "blocks": blocks,
+        "layers_per_block": db.split_layers(cfg.layers, blocks),
+        "train_memory_per_block": per_block,
+    }
     if method == "diffusionblocks":
-        extra.update(gamma=cfg.gamma, partition=cfg.partition if cfg.model == "ar" else "equal drops of α")
+        extra.update(
+            gamma=cfg.gamma, partition=cfg.partition if cfg.model == "ar" else "equal drops of α"
+        )
         if cfg.model == "ar":
-            extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}")
-    return common.method_result(stats, memory, {**final_evaluation(model, cfg, corpus, run_dir), **extra})
+            extra.update(
+                weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}"
+            )
+    return extra
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: the lines below the table, and the plots
+# ----------------------------------------------------------------------------------------------
 
 
 def report(methods, ar, split="test"):
-    """The metrics beside the table's headline, the reference models' bpc (and accuracies), AR samples at each
-    sharpness, and two samples per method."""
+    """The metrics beside the table's headline, the reference models' bpc (and accuracies), AR
+    samples at each sharpness and the chain's read-outs, and two samples per method."""
     first = next(iter(methods.values()))
-    print(f"reference, bits per character of the {split} text: training-split unigram {first['unigram_bpc']:.3f}, "
-          f"n-gram judge {first['judge_bpc']:.3f}")
+    print(
+        f"reference, bits per character of the {split} text: training-split unigram "
+        f"{first['unigram_bpc']:.3f}, n-gram judge {first['judge_bpc']:.3f}"
+    )
     if ar:
-        print(f"reference, next-character accuracy of the training split's argmax bigram "
-              f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
+        print(
+            f"reference, next-character accuracy of the training split's argmax bigram "
+            f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}"
+        )
     for name, r in methods.items():
         if ar:
-            block0 = (f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
-                      f"ce {r[split + '_ce_block0']:.4f}" if split + "_ce_block0" in r else "")
-            print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce {r[split + '_ce']:.4f} "
-                  f"nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}; judge on the real continuations: "
-                  f"{r['judge_ppl_held_out']:.3f}")
+            block0 = (
+                f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
+                f"ce {r[split + '_ce_block0']:.4f}"
+                if split + "_ce_block0" in r
+                else ""
+            )
+            print(
+                f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
+                f"{r[split + '_ce']:.4f} nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}; "
+                f"judge on the real continuations: {r['judge_ppl_held_out']:.3f}"
+            )
+            if f"{split}_next_token_acc_final_sum" in r:
+                print(
+                    f"  chain from z_0 = 0, {split}_next_token_acc by grid/read-out: "
+                    + ", ".join(
+                        f"{g}/{o} {r[f'{split}_next_token_acc_{g}_{o}']:.4f}" for g, o in READOUTS
+                    )
+                )
             for decoder, key in sharpness_points(r):
-                print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, distinct_4 {r['distinct_4' + key]:.3f}")
+                print(
+                    f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
+                    f"distinct_4 {r['distinct_4' + key]:.3f}"
+                )
         else:
-            print(f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
-                  f"{' + '.join(f'{v:.4f}' for v in r[split + '_bpc_per_block'])} "
-                  f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "
-                  f"(judge on {split} text: {r['judge_ppl_held_out']:.3f})")
+            print(
+                f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
+                f"{' + '.join(f'{v:.4f}' for v in r[split + '_bpc_per_block'])} "
+                f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "
+                f"(judge on {split} text: {r['judge_ppl_held_out']:.3f})"
+            )
         for text in r["samples"][:2]:
             print(f"  sample: {text!r}")
 
 
 def sharpness_points(r):
-    """(decoder name, metrics key suffix) of an AR method's generations: greedy or the chain from z_0 = 0, backprop's
-    temperatures, DiffusionBlocks' chain from noise."""
+    """(decoder name, metrics key suffix) of an AR method's generations: greedy or the chain from
+    z_0 = 0, backprop's temperatures, DiffusionBlocks' chain from noise."""
     if "gen_ppl_T1" in r:
         return [("greedy", "")] + [(f"T = {t:g}", f"_T{t:g}") for t in TEMPERATURES]
     return [("chain from z_0 = 0", ""), ("chain from noise", "_t1")]
 
 
 def matched_sharpness(methods):
-    """Backprop's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in distinct_4 between the
-    two backprop decoders (greedy, then rising temperature) around the chain from noise's distinct_4 → (that,
-    the chain's gen_ppl, its distinct_4); lower gen_ppl wins at matched sharpness."""
+    """Backprop's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in
+    distinct_4 between the two backprop decoders (greedy, then rising temperature) around the chain
+    from noise's distinct_4 → (that, the chain's gen_ppl, its distinct_4); lower gen_ppl wins at
+    matched sharpness."""
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    xs, ys = zip(*sorted((bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)))
+    points = sorted(
+        (bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)
+    )
+    xs, ys = zip(*points)
     x = dbk["distinct_4_t1"]
-    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x  # np.interp needs xs ascending
+    # np.interp needs xs ascending
+    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
 
 
 def plot_sharpness(methods, out):
-    """--out/sharpness.png: AR generations as quality (gen_ppl under the judge, lower is better) against diversity
-    (distinct_4): backprop over temperatures as a curve, DiffusionBlocks' two chains as points."""
+    """--out/sharpness.png: AR generations as quality (gen_ppl under the judge, lower is better)
+    against diversity (distinct_4): backprop over temperatures as a curve, DiffusionBlocks' two
+    chains as points."""
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in methods.items():
@@ -540,14 +657,22 @@ def plot_sharpness(methods, out):
 
 
 def plot_bpc_per_block(methods, out, split="test"):
-    """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored it."""
+    """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored
+    it."""
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / len(methods)
     for i, (name, r) in enumerate(methods.items()):
         parts = r[f"{split}_bpc_per_block"]
-        ax.bar(np.arange(len(parts)) + i * width, parts, width, label=f"{name} ({r[split + '_bpc']:.3f} bpc)")
-    ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2, [f"block {b}" for b in range(len(parts))])
+        ax.bar(
+            np.arange(len(parts)) + i * width,
+            parts,
+            width,
+            label=f"{name} ({r[split + '_bpc']:.3f} bpc)",
+        )
+    ax.set_xticks(
+        np.arange(len(parts)) + 0.4 - width / 2, [f"block {b}" for b in range(len(parts))]
+    )
     ax.set_xlabel("t slice (block 0 = most masked)")
     ax.set_ylabel(f"contribution to {split} bits per character")
     ax.legend()
@@ -556,21 +681,131 @@ def plot_bpc_per_block(methods, out, split="test"):
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main
+# ----------------------------------------------------------------------------------------------
+
+
+def train_step(model, optimizers, batch, b, generator=None):
+    """One iteration that trains block b alone on windows batch (N, window); the loss, detached.
+
+    AR DiffusionBlocks (Fig. 3): the loss of block b on its σ slice (Eq. 6,
+    `db.DiffusionBlocks.loss`) for the noisy embeddings of the next characters, given the context;
+    AR backprop: next-character cross-entropy of the whole network (b = 0); MDM: block b's
+    masked-diffusion ELBO on its t slice (`db.MaskedDiffusionBlocks.loss`; backprop: one block over
+    all t). Noise drawn from `generator`. Only block b's parameters are in the graph and stepped.
+    """
+    x = batch  # (N, window)
+    with common.autocast(x.device):
+        # AR: the context x[:, :-1] predicts its next characters
+        if isinstance(model, db.DiffusionBlocks):
+            loss = model.loss(x[:, :-1], x[:, 1:], block=b, generator=generator)
+        elif isinstance(model, CausalLM):
+            loss = F.cross_entropy(
+                model(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten()
+            )
+        else:
+            loss = model.loss(x, b, generator)
+    block = common.blocks_of(model)[b]
+    optimizers[b].zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)
+    optimizers[b].step()
+    return loss.detach()
+
+
+def train(cfg, corpus, method, model, run_dir):
+    """Train `model` by `method` with cfg.steps updates per block (compute matching) → (stats,
+    memory of the largest block, memory per block); None after --block b, which saves block b alone
+    for --assemble."""
+    # DiffusionBlocks' B blocks, or backprop's one network (MDM: one block)
+    blocks = common.blocks_of(model)
+    optimizers = [common.adamw(block, cfg) for block in blocks]
+    gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
+    # MDM: t and masks; AR: σ, ε, wrong hints
+    noise = torch.Generator(corpus.device).manual_seed(cfg.seed)
+    trained = range(len(blocks)) if cfg.block < 0 else [cfg.block]
+    iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
+    batch0 = get_batch(cfg, corpus, torch.Generator().manual_seed(cfg.seed))
+    memory, per_block = common.measure_blocks(
+        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
+    )
+    print(
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), "
+        f"{iters} iterations of one block (= {cfg.steps} per block, compute-matched)"
+    )
+    state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
+    layers_per_iter = cfg.layers / len(blocks)  # layers one iteration trains (backprop: all L)
+    loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
+    for it in loop:
+        batch = get_batch(cfg, corpus, gen)
+        # Fig. 3 (backprop: B = 1)
+        b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
+        common.set_lr(optimizers[b], common.lr_at(cfg, it / iters))
+        loop.record(train_step(model, optimizers, batch, b, noise))
+        if loop.every(cfg.eval_every):
+            loop.log(evaluate(model, cfg, corpus) if cfg.block < 0 else {})
+        if loop.every(cfg.ckpt_every):
+            loop.checkpoint()
+    if cfg.block >= 0:  # this block alone, in its own process: evaluated later with --assemble
+        common.save_block(cfg, model, memory, loop.stats, iters)
+        return None
+    return loop.stats, memory, per_block
+
+
+def describe(cfg, model):
+    """One line: DiffusionBlocks' blocks, layers, γ and slices (AR: of σ; MDM: of t)."""
+    layers = db.split_layers(cfg.layers, cfg.blocks)
+    if cfg.model == "ar":
+        return common.describe_blocks(cfg, model, layers)
+    return (
+        f"diffusionblocks: B={cfg.blocks} blocks of {layers} layers, γ={cfg.gamma}, t slices "
+        f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked)"
+    )
+
+
 def main(cfg):
+    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's
+    content."""
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
     ar, split = cfg.model == "ar", corpus.split
-    headline, curve = (f"{split}_next_token_acc", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
+    headline, curve = (
+        (f"{split}_next_token_acc", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
+    )
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", len(corpus.chars)).to(device)
-        metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
-            **evaluate(m, cfg, corpus), **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled"))}, device)
+        metrics = common.assemble(
+            cfg,
+            "train_lm.py",
+            headline,
+            model,
+            lambda m: {
+                **evaluate(m, cfg, corpus),
+                **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled")),
+            },
+            device,
+        )
         report(metrics["methods"], ar, split)
         return metrics
     for method in METHODS if cfg.method == "all" else [cfg.method]:
-        result = train(cfg, method, corpus)
-        if result is None:
+        common.seed_everything(cfg.seed)
+        model = build_model(cfg, method, len(corpus.chars)).to(device)
+        if method == "diffusionblocks":
+            print(describe(cfg, model))
+        run_dir = os.path.join(cfg.out, method)
+        trained = train(cfg, corpus, method, model, run_dir)
+        if trained is None:  # --block: saved alone
             return None
+        stats, memory, per_block = trained
+        result = common.method_result(
+            stats,
+            memory,
+            {
+                **final_evaluation(model, cfg, corpus, run_dir),
+                **extras(cfg, method, model, per_block),
+            },
+        )
         metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
     common.print_table(metrics["methods"], headline)
     report(metrics["methods"], ar, split)
@@ -578,9 +813,11 @@ def main(cfg):
     if ar:
         plot_sharpness(metrics["methods"], cfg.out)
         if set(metrics["methods"]) == set(METHODS):
-            print("samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from noise): gen_ppl "
-                  "backprop {0:.3f} (interpolated over its temperatures), DiffusionBlocks {1:.3f}".format(
-                      *matched_sharpness(metrics["methods"])))
+            print(
+                "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from noise): "
+                "gen_ppl backprop {0:.3f} (interpolated over its temperatures), "
+                "DiffusionBlocks {1:.3f}".format(*matched_sharpness(metrics["methods"]))
+            )
     else:
         plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
@@ -589,4 +826,6 @@ def main(cfg):
 if __name__ == "__main__":
     config = parse_args()
     split = "val" if config.validation else "test"
-    common.run_seeds(main, config, f"{split}_next_token_acc" if config.model == "ar" else f"{split}_bpc")
+    common.run_seeds(
+        main, config, f"{split}_next_token_acc" if config.model == "ar" else f"{split}_bpc"
+    )

@@ -1,18 +1,17 @@
-"""ViT image classification: end-to-end backprop, DiffusionBlocks (§4.1: B blocks of L/B layers, each denoising a
-label embedding, trained alone) and a local baseline (the same B pieces trained greedily, each with its own head).
+"""ViT image classification: end-to-end backprop, DiffusionBlocks (§4.1: B blocks of L/B layers,
+each denoising a label embedding, trained alone) and a local baseline (the same B pieces trained
+greedily, each with its own head).
 
   python train_vit.py                                   # all methods on bundled digits, CPU, minutes
   python train_vit.py --method diffusionblocks --block 1 --out runs/vit   # block 1 alone (own process)
   python train_vit.py --method diffusionblocks --assemble --out runs/vit  # evaluate the saved blocks
-  python train_vit.py --ablation                        # training variants × read-outs, on validation data
   python train_vit.py --preset paper                    # CIFAR-100, one GPU
 
-DiffusionBlocks reads out B calls from z_0 = 0 (B − 1 Euler steps, then a call at σ_min) and takes the argmax of
-the summed log-softmax (--start, --grid, --calls, --readout).
+DiffusionBlocks reads out B calls from z_0 = 0 (B − 1 Euler steps, then a call at σ_min) and takes
+the argmax of the summed log-softmax (--start, --grid, --calls, --readout).
 """
+
 import dataclasses
-import functools
-import json
 import os
 
 import torch
@@ -28,51 +27,98 @@ METHODS = ["backprop", "diffusionblocks", "local"]
 
 @dataclasses.dataclass
 class Config(common.DiscreteConfig):
-    layers: int = common.option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
+    layers: int = common.option(
+        6, "L, transformer layers of the whole network (CPU-sized; paper: 12)"
+    )
     width: int = common.option(64, "model width (CPU-sized; paper: 128)")
     heads: int = common.option(4, "attention heads (paper: 4)")
     patch: int = common.option(2, "patch size in pixels (CPU-sized for 8×8 digits; paper: 4)")
     steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
     batch_size: int = common.option(128, "batch size (paper: 128)")
     lr: float = common.option(2e-3, "peak AdamW learning rate (CPU-sized; paper: 5e-4)")
-    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay (paper code: 5e-5)")
+    min_lr: float = common.option(
+        1e-4, "learning rate at the end of the cosine decay (paper code: 5e-5)"
+    )
     warmup: float = common.option(0.05, "warm-up fraction of the iterations (paper: 10 epochs)")
     weight_decay: float = common.option(0.05, "AdamW weight decay")
-    augment: str = common.option("shift", "augmentation: random shifts (and flips on CIFAR), or "
-                                 "RandAugment + flip + crop (paper)", ["none", "shift", "randaug"])
+    augment: str = common.option(
+        "shift",
+        "augmentation: random shifts (and flips on CIFAR), or RandAugment + flip + crop (paper)",
+        ["none", "shift", "randaug"],
+    )
     eval_every: int = common.option(250, "iterations between test evaluations (learning curves)")
-    start: str = common.option("mean", "read-out chain start: mean (z_0 = 0, a prediction) or noise (a draw)",
-                               ["mean", "noise"])
-    grid: str = common.option("final", "read-out σ grid (db.prediction_sigmas): the authors' Euler steps + a final "
-                              "call at σ_min, or one call per block at its top; chosen on validation data (README)",
-                              ["final", "boundaries"])
-    readout: str = common.option("sum", "logits read out: the sum of every call's log-softmax, or the last call's; "
-                                 "chosen on validation data (README)", ["sum", "last"])
-    calls: int = common.option(0, "network calls of the read-out chain (0: B, one pass of L layers, as backprop)")
-    validation: bool = common.option(False, "evaluate on 20 % of the training split held out (to choose "
-                                     "settings), not on the test split; the metric is then val_acc")
-    ablation: bool = common.option(False, "train DiffusionBlocks with each loss weighting × mislabel rate and read "
-                                   "each out with every start × grid × calls × readout, on validation data")
+    start: str = common.option(
+        "mean",
+        "read-out chain start: mean (z_0 = 0, a prediction) or noise (a draw)",
+        ["mean", "noise"],
+    )
+    grid: str = common.option(
+        "final",
+        "read-out σ grid (db.prediction_sigmas): the authors' Euler steps + a final "
+        "call at σ_min, or one call per block at its top; chosen on validation data (README)",
+        ["final", "boundaries"],
+    )
+    readout: str = common.option(
+        "sum",
+        "logits read out: the sum of every call's log-softmax, or the last call's; "
+        "chosen on validation data (README)",
+        ["sum", "last"],
+    )
+    calls: int = common.option(
+        0, "network calls of the read-out chain (0: B, one pass of L layers, as backprop)"
+    )
+    validation: bool = common.option(
+        False,
+        "evaluate on 20 % of the training split held out (to choose "
+        "settings), not on the test split; the metric is then val_acc",
+    )
 
 
 PRESETS = {
     "smoke": dict(layers=3, width=32, steps=30, batch_size=32, eval_every=15, ckpt_every=15),
     "cpu": {},
-    "paper": dict(dataset="cifar100", layers=12, width=128, heads=4, patch=4, blocks=3, gamma=0.05,
-                  batch_size=128, lr=5e-4, min_lr=5e-5, steps=390 * 1000, warmup=0.01, augment="randaug",
-                  eval_every=3900, ckpt_every=3900),  # official code: 1000 epochs, 3900 warm-up steps
+    "paper": dict(
+        dataset="cifar100",
+        layers=12,
+        width=128,
+        heads=4,
+        patch=4,
+        blocks=3,
+        gamma=0.05,
+        batch_size=128,
+        lr=5e-4,
+        min_lr=5e-5,
+        steps=390 * 1000,
+        warmup=0.01,
+        augment="randaug",
+        # official code: 1000 epochs, 3900 warm-up steps
+        eval_every=3900,
+        ckpt_every=3900,
+    ),
 }
 
 
 class ViT(nn.Module):
-    """Patch embedding → L AdaLN-Zero layers → final layer on the first token (DiT layers, ViT readout).
+    """Patch embedding → L AdaLN-Zero layers → final layer on the first token (DiT layers, ViT
+    readout).
 
     As a plain classifier the first token is a learned CLS and the AdaLN condition a learned vector.
-    As a DiffusionBlocks block (`label_dim` set) the first token carries the noisy label c_in·z and the
-    condition is the σ embedding. Without a stem (`stem=False`, local baseline) it takes tokens.
+    As a DiffusionBlocks block (`label_dim` set) the first token carries the noisy label c_in·z and
+    the condition is the σ embedding. Without a stem (`stem=False`, local baseline) it takes tokens.
     """
 
-    def __init__(self, image_size, channels, patch, width, depth, heads, num_classes, label_dim=None, stem=True):
+    def __init__(
+        self,
+        image_size,
+        channels,
+        patch,
+        width,
+        depth,
+        heads,
+        num_classes,
+        label_dim=None,
+        stem=True,
+    ):
         super().__init__()
         tokens = (image_size // patch) ** 2 + 1
         self.patch_embed = nn.Conv2d(channels, width, patch, stride=patch) if stem else None
@@ -87,12 +133,15 @@ class ViT(nn.Module):
         self.final = db.FinalLayer(width, num_classes)
 
     def features(self, z_in, c_noise, x):
-        """x: images (N, C, H, W), or tokens (N, T+1, D) without a stem → tokens and the AdaLN condition."""
+        """x: images (N, C, H, W), or tokens (N, T+1, D) without a stem → tokens and the AdaLN
+        condition."""
         if self.patch_embed is None:
             h = x
         else:
             patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, T, D)
-            first = self.cls.expand(len(x), -1, -1) if z_in is None else self.label_in(z_in)[:, None]
+            first = (
+                self.cls.expand(len(x), -1, -1) if z_in is None else self.label_in(z_in)[:, None]
+            )
             h = torch.cat([first, patches], dim=1) + self.pos  # (N, T+1, D)
         if c_noise is None:
             c = self.cond.expand(len(h), -1)
@@ -108,22 +157,40 @@ class ViT(nn.Module):
 
 
 def diffusion_vit(cfg, image_size, channels, num_classes):
-    """B ViTs of L/B layers (cfg.blocks, cfg.layers), each denoising the fixed label embedding (in R^width): the
-    first token carries c_in·z, σ enters every layer through AdaLN, the loss is CE (--weighting) with wrong-label
-    hints (--mislabel)."""
-    blocks = [ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, label_dim=cfg.width)
-              for depth in db.split_layers(cfg.layers, cfg.blocks)]
-    return db.DiffusionBlocks(blocks, embedding=db.target_embedding(num_classes, cfg.width, seed=cfg.seed),
-                              gamma=cfg.gamma, partition=cfg.partition, weighting=cfg.weighting, mislabel=cfg.mislabel)
+    """B ViTs of L/B layers (cfg.blocks, cfg.layers), each denoising the fixed label embedding (in
+    R^width): the first token carries c_in·z, σ enters every layer through AdaLN, the loss is CE
+    (--weighting) with wrong-label hints (--mislabel)."""
+    blocks = [
+        ViT(
+            image_size,
+            channels,
+            cfg.patch,
+            cfg.width,
+            depth,
+            cfg.heads,
+            num_classes,
+            label_dim=cfg.width,
+        )
+        for depth in db.split_layers(cfg.layers, cfg.blocks)
+    ]
+    return db.DiffusionBlocks(
+        blocks,
+        embedding=db.target_embedding(num_classes, cfg.width, seed=cfg.seed),
+        gamma=cfg.gamma,
+        partition=cfg.partition,
+        weighting=cfg.weighting,
+        mislabel=cfg.mislabel,
+    )
 
 
 class LocalViT(nn.ModuleList):
-    """The local baseline: B ViT pieces (only the first with a stem), piece b trained with its own head on the frozen
-    features of pieces < b; it classifies with the piece trained last."""
+    """The local baseline: B ViT pieces (only the first with a stem), piece b trained with its own
+    head on the frozen features of pieces < b; it classifies with the piece trained last."""
 
     def __init__(self, pieces):
         super().__init__(pieces)
-        self.current = 0  # the piece in training, set by train_step: the learning curve reads its head
+        # the piece in training, set by train_step: the learning curve reads its head
+        self.current = 0
 
     @property
     def blocks(self):
@@ -131,7 +198,8 @@ class LocalViT(nn.ModuleList):
         return list(self)
 
     def frozen_features(self, x, b):
-        """Images x (N, C, H, W) → tokens (N, T+1, D) of pieces < b, without gradients (x itself for b = 0)."""
+        """Images x (N, C, H, W) → tokens (N, T+1, D) of pieces < b, without gradients (x itself for
+        b = 0)."""
         with torch.no_grad(), common.autocast(x.device):
             h = x
             for piece in list(self)[:b]:
@@ -143,52 +211,39 @@ class LocalViT(nn.ModuleList):
 
 
 def build_model(cfg, method, image_size, channels, num_classes):
-    """A ViT of cfg.layers layers (backprop), B blocks of L/B layers (diffusionblocks) or B pieces (local)."""
+    """A ViT of cfg.layers layers (backprop), B blocks of L/B layers (diffusionblocks) or B pieces
+    (local)."""
     if method == "diffusionblocks":
         return diffusion_vit(cfg, image_size, channels, num_classes)
     if method == "local":
-        return LocalViT(ViT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes, stem=(b == 0))
-                        for b, depth in enumerate(db.split_layers(cfg.layers, cfg.blocks)))
+        return LocalViT(
+            ViT(
+                image_size,
+                channels,
+                cfg.patch,
+                cfg.width,
+                depth,
+                cfg.heads,
+                num_classes,
+                stem=(b == 0),
+            )
+            for b, depth in enumerate(db.split_layers(cfg.layers, cfg.blocks))
+        )
     return ViT(image_size, channels, cfg.patch, cfg.width, cfg.layers, cfg.heads, num_classes)
-
-
-def ce_step(m, o, x, y):
-    """One cross-entropy step of a classifier (backprop, or a local piece); the loss, detached."""
-    with common.autocast(x.device):
-        loss = F.cross_entropy(m(None, None, x).float(), y)
-    return common.optimize(loss, m, o)
-
-
-def db_step(m, o, x, y, b, g=None):
-    """One DiffusionBlocks iteration of block b (Fig. 3); the loss, detached."""
-    with common.autocast(x.device):
-        return m.train_step(x, y, o, block=b, generator=g)[1]
-
-
-def piece_input(model, x, b):
-    """The input of piece b: the frozen features of pieces < b (local), or the images themselves (backprop)."""
-    return model.frozen_features(x, b) if isinstance(model, LocalViT) else x
-
-
-def train_step(model, optimizers, batch, block, generator=None):
-    """One iteration of `block` on batch = (images, labels); the loss, detached. DiffusionBlocks: Fig. 3 with noise
-    from `generator`; backprop and local: cross-entropy of the network (local: piece `block` on frozen features)."""
-    x, y = batch
-    if isinstance(model, db.DiffusionBlocks):
-        return db_step(model, optimizers, x, y, block, generator)
-    if isinstance(model, LocalViT):
-        model.current = block
-    return ce_step(common.blocks_of(model)[block], optimizers[block], piece_input(model, x, block), y)
 
 
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Images:
-    """The dataset on its device: raw training images (normalized per batch) and normalized evaluation images."""
+    """The dataset on its device: raw training images (normalized per batch) and normalized
+    evaluation images."""
+
     x_train: torch.Tensor  # (N, C, H, W) as loaded
     y_train: torch.Tensor  # (N,)
-    x_eval: torch.Tensor  # (M, C, H, W) normalized: the test split, or with --validation the held-out 20 %
+    # (M, C, H, W) normalized: the test split, or with --validation the held-out 20 %
+    x_eval: torch.Tensor
     y_eval: torch.Tensor  # (M,)
     mean: torch.Tensor  # (1, C, 1, 1) per-channel mean of the training images
     std: torch.Tensor  # (1, C, 1, 1) and their standard deviation
@@ -204,10 +259,12 @@ def normalize(x, mean, std):
 
 
 def check_config(cfg, H, W):
-    """Refuse, in one line, a --patch that does not divide the H×W images and --calls that the --grid cannot make
-    (parse_config has checked --blocks and --width)."""
+    """Refuse, in one line, a --patch that does not divide the H×W images and --calls that the
+    --grid cannot make (parse_config has checked --blocks and --width)."""
     if H != W or H % cfg.patch:
-        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})")
+        common.fail(
+            f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})"
+        )
     try:
         db.prediction_sigmas(db.block_sigmas(cfg.blocks), cfg.calls or cfg.blocks, cfg.grid)
     except ValueError as e:
@@ -215,28 +272,42 @@ def check_config(cfg, H, W):
 
 
 def load_data(cfg, device):
-    """The images of --dataset (with --validation: the training split and 20 % of it held out), checked."""
+    """The images of --dataset (with --validation: the training split and 20 % of it held out),
+    checked."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     if cfg.validation:
         data = validation_split(data, cfg.seed)
     _, C, H, W = data["x_train"].shape
     check_config(cfg, H, W)
-    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
-          f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, {data['num_classes']} classes")
+    print(
+        f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
+        f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, {data['num_classes']} classes"
+    )
     mean = data["x_train"].float().mean((0, 2, 3), keepdim=True).to(device)  # (1, C, 1, 1)
     std = data["x_train"].float().std((0, 2, 3), keepdim=True).to(device)
     randaug = None
     if cfg.augment == "randaug":
         import torchvision.transforms.v2 as T  # paper preset only: torchvision's RandAugment
+
         randaug = T.RandAugment()
     x_eval = normalize(data["x_test"].to(device), mean, std)
-    return Images(data["x_train"].to(device), data["y_train"].to(device), x_eval, data["y_test"].to(device), mean, std,
-                  data["num_classes"], "val_acc" if cfg.validation else "test_acc", cfg.dataset.startswith("cifar"),
-                  randaug)
+    return Images(
+        data["x_train"].to(device),
+        data["y_train"].to(device),
+        x_eval,
+        data["y_test"].to(device),
+        mean,
+        std,
+        data["num_classes"],
+        "val_acc" if cfg.validation else "test_acc",
+        cfg.dataset.startswith("cifar"),
+        randaug,
+    )
 
 
-def get_batch(cfg, data, it, generator):
-    """(images (batch, C, H, W) normalized and augmented: --augment, flips on CIFAR; labels (batch,))."""
+def get_batch(cfg, data, generator):
+    """(images (batch, C, H, W) normalized and augmented: --augment, flips on CIFAR; labels
+    (batch,))."""
     device = data.x_train.device
     idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
     x, y = data.x_train[idx], data.y_train[idx]
@@ -253,164 +324,152 @@ def get_batch(cfg, data, it, generator):
 def accuracy(data, predict):
     """{metric: fraction of the evaluation images whose argmax of predict(images) is the label}."""
     with torch.no_grad(), common.autocast(data.x_eval.device):
-        correct = sum((predict(data.x_eval[i:i + 500]).argmax(-1) == data.y_eval[i:i + 500]).sum().item()
-                      for i in range(0, len(data.x_eval), 500))
+        correct = sum(
+            (predict(data.x_eval[i : i + 500]).argmax(-1) == data.y_eval[i : i + 500]).sum().item()
+            for i in range(0, len(data.x_eval), 500)
+        )
     return {data.metric: correct / len(data.x_eval)}
 
 
 def evaluate(cfg, data, model):
-    """Accuracy of the classifier, or of DiffusionBlocks' configured read-out chain (§4: by default one call per
-    block from z_0 = 0)."""
+    """Accuracy of the classifier, or of DiffusionBlocks' configured read-out chain (§4: by default
+    one call per block from z_0 = 0)."""
     if not isinstance(model, db.DiffusionBlocks):
         return accuracy(data, lambda x: model(None, None, x))
     sigmas = db.prediction_sigmas(model.sigmas, cfg.calls or cfg.blocks, cfg.grid)
     g = torch.Generator(data.x_eval.device).manual_seed(cfg.seed)
-    return accuracy(data, lambda x: model.predict(x, (len(x), cfg.width), sigmas, cfg.start, cfg.readout, g, x.device))
+    return accuracy(
+        data,
+        lambda x: model.predict(
+            x, (len(x), cfg.width), sigmas, cfg.start, cfg.readout, g, x.device
+        ),
+    )
 
 
-READOUTS = [(start, grid, k) for start in ("mean", "noise") for grid in ("boundaries", "final") for k in (1, 2, 4)]
-
-
-def readout_accuracy(model, x, y, start, grid, calls, generator):
-    """Accuracy after each call of one read-out chain, for the "last" and the "sum" read-outs (db.predict)."""
-    sigmas = db.prediction_sigmas(model.sigmas, calls, grid)
-    hits = {"last": torch.zeros(calls), "sum": torch.zeros(calls)}
-    with torch.no_grad(), common.autocast(x.device):
-        for i in range(0, len(x), 500):
-            logits = model.predict(x[i:i + 500], (len(x[i:i + 500]), model.embedding.shape[1]), sigmas, start,
-                                   "all", generator, x.device).float()  # (calls, N, K)
-            summed = logits.log_softmax(-1).cumsum(0)  # the "sum" read-out after each call
-            for name, scores in (("last", logits), ("sum", summed)):
-                hits[name] += (scores.argmax(-1) == y[i:i + 500]).sum(1).cpu()
-    return {name: (h / len(x)).tolist() for name, h in hits.items()}
-
-
-def extras(cfg, data, method, model, per_block):
-    """What metrics.json records beyond the common fields: DiffusionBlocks' settings and the accuracy after each
-    call of every read-out chain (B, 2B and 4B calls); the local pieces' memory."""
+def extras(cfg, method, model, per_block):
+    """What metrics.json records beyond the common fields: DiffusionBlocks' settings, the memory per
+    block."""
     if method == "diffusionblocks":
-        readouts = {f"{start}/{grid}/{k * cfg.blocks}": readout_accuracy(
-            model, data.x_eval, data.y_eval, start, grid, k * cfg.blocks,
-            torch.Generator(data.x_eval.device).manual_seed(cfg.seed)) for start, grid, k in READOUTS}
-        return {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition, "weighting": cfg.weighting,
-                "mislabel": cfg.mislabel, "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
-                "layers_per_block": db.split_layers(cfg.layers, cfg.blocks), "train_memory_per_block": per_block,
-                f"{data.metric}_readouts": readouts}
+        return {
+            "blocks": cfg.blocks,
+            "gamma": cfg.gamma,
+            "partition": cfg.partition,
+            "weighting": cfg.weighting,
+            "mislabel": cfg.mislabel,
+            "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
+            "layers_per_block": db.split_layers(cfg.layers, cfg.blocks),
+            "train_memory_per_block": per_block,
+        }
     if method == "local":  # the frozen pieces also sit in memory
-        return {"blocks": cfg.blocks, "train_memory_per_block": per_block,
-                "frozen_parameter_bytes": sum(p.nbytes for piece in model.blocks[:-1] for p in piece.parameters())}
+        return {
+            "blocks": cfg.blocks,
+            "train_memory_per_block": per_block,
+            "frozen_parameter_bytes": sum(
+                p.nbytes for piece in model.blocks[:-1] for p in piece.parameters()
+            ),
+        }
     return {}
 
 
-def train_in_turn(cfg, model, get_batch, evaluate_fn, run_dir, desc):
-    """Backprop and local: the pieces of `model` (common.blocks_of) trained one after another, cfg.steps iterations
-    each on its own lr schedule; get_batch(it, generator) → batch. → (stats, largest memory, memory per piece)."""
-    pieces = common.blocks_of(model)
-    optimizers = [common.adamw(piece, cfg) for piece in pieces]
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    def step(it, batch):
-        common.set_lr(optimizers[it // cfg.steps], common.lr_at(cfg, (it % cfg.steps) / cfg.steps))
-        return train_step(model, optimizers, batch, it // cfg.steps)
-
-    x0, y0 = get_batch(0, torch.Generator().manual_seed(cfg.seed))
-    per_block = [common.measure_memory(piece, opt, lambda m, o, b=b: ce_step(m, o, piece_input(model, x0, b), y0))
-                 for b, (piece, opt) in enumerate(zip(pieces, optimizers))]
-    print(f"{desc}: {[common.count_params(p) for p in pieces]} parameters in {len(pieces)} piece(s) of "
-          f"{[len(p.layers) for p in pieces]} layers, trained one after another, {cfg.steps} iterations each")
-    layers_per_iter = cfg.layers / len(pieces) if isinstance(model, LocalViT) else cfg.layers
-    stats = common.train_loop(cfg, step, lambda it: get_batch(it, gen), cfg.steps * len(pieces),
-                              {"model": model, "opts": common.Many(optimizers), "gen": gen},
-                              os.path.join(run_dir, "ckpt.pt"), evaluate_fn, cfg.eval_every, cfg.ckpt_every, desc,
-                              layers_per_iter)
-    return stats, max(per_block, key=lambda m: m["total"]), per_block
+# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main
+# ----------------------------------------------------------------------------------------------
 
 
-def plot_readouts(methods, acc_key, out):
-    """--out/readouts.png: DiffusionBlocks' accuracy after each call of every read-out chain of 4B calls."""
-    plt = common.pyplot()
-    readouts, B = methods["diffusionblocks"][f"{acc_key}_readouts"], methods["diffusionblocks"]["blocks"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, start in zip(axes, ("mean", "noise")):
-        for grid, color in (("boundaries", "C0"), ("final", "C1")):
-            for readout, style in (("last", "-"), ("sum", "--")):
-                accs = readouts[f"{start}/{grid}/{4 * B}"][readout]
-                ax.plot(range(1, len(accs) + 1), accs, style, color=color, marker=".", label=f"{grid}, {readout}")
-        if "backprop" in methods:
-            ax.axhline(methods["backprop"][acc_key], color="gray", ls=":", label="backprop")
-        ax.set_title(f"chain from {'z_0 = 0 (prediction)' if start == 'mean' else 'σ_max·ε (a draw)'}")
-        ax.set_xlabel(f"network calls ({B} = one pass of L layers)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    axes[0].set_ylabel(acc_key)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "readouts.png"), dpi=120)
-    plt.close(fig)
+def train_step(model, optimizers, batch, b, generator=None):
+    """One iteration that trains block b alone on batch = (images, labels); the loss, detached.
+
+    DiffusionBlocks (Fig. 3): the loss of block b on its noise slice (Eq. 6,
+    `db.DiffusionBlocks.loss`), the noise drawn from `generator`; backprop: cross-entropy of the
+    whole network (b = 0); local: of piece b on the frozen features of the pieces before it. Only
+    block b's parameters are in the graph and stepped.
+    """
+    x, y = batch
+    with common.autocast(x.device):
+        if isinstance(model, db.DiffusionBlocks):
+            loss = model.loss(x, y, block=b, generator=generator)
+        else:
+            if isinstance(model, LocalViT):
+                model.current = b
+            loss = F.cross_entropy(model(None, None, x).float(), y)
+    block = common.blocks_of(model)[b]
+    optimizers[b].zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)
+    optimizers[b].step()
+    return loss.detach()
+
+
+def train(cfg, data, method, model, run_dir):
+    """Train `model` by `method` with cfg.steps updates per block (compute matching) → (stats,
+    memory of the largest block, memory per block); None after --block b, which saves block b alone
+    for --assemble."""
+    # DiffusionBlocks' B blocks, local's B pieces, or backprop's one network
+    blocks = common.blocks_of(model)
+    optimizers = [common.adamw(block, cfg) for block in blocks]
+    device = data.x_eval.device
+    gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
+    noise = torch.Generator(device).manual_seed(cfg.seed)  # DiffusionBlocks' σ, ε and wrong hints
+    trained = range(len(blocks)) if cfg.block < 0 else [cfg.block]
+    iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
+    batch0 = get_batch(cfg, data, torch.Generator().manual_seed(cfg.seed))
+    memory, per_block = common.measure_blocks(
+        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
+    )
+    print(
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), {iters} "
+        f"iterations of one block (= {cfg.steps} per block)"
+    )
+    state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
+    layers_per_iter = cfg.layers / len(blocks)  # layers one iteration trains (backprop: all L)
+    loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
+    for it in loop:
+        batch = get_batch(cfg, data, gen)
+        # Fig. 3: a block drawn uniformly (or --block's), lr on one schedule
+        if method == "diffusionblocks":
+            b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
+            progress = it / iters
+        else:  # backprop: the one network; local: piece after piece, each on its own schedule
+            b, progress = it // cfg.steps, (it % cfg.steps) / cfg.steps
+        common.set_lr(optimizers[b], common.lr_at(cfg, progress))
+        loop.record(train_step(model, optimizers, batch, b, noise))
+        if loop.every(cfg.eval_every):
+            loop.log(evaluate(cfg, data, model) if cfg.block < 0 else {})
+        if loop.every(cfg.ckpt_every):
+            loop.checkpoint()
+    if cfg.block >= 0:  # this block alone, in its own process: evaluated later with --assemble
+        common.save_block(cfg, model, memory, loop.stats, iters)
+        return None
+    return loop.stats, memory, per_block
 
 
 def main(cfg):
-    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's content."""
+    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's
+    content."""
     device = common.start(cfg)
     data = load_data(cfg, device)
     _, C, H, _ = data.x_eval.shape
     if cfg.assemble:
-        return common.assemble(cfg, "train_vit.py", data.metric, build_model(cfg, "diffusionblocks", H, C,
-                               data.num_classes).to(device), functools.partial(evaluate, cfg, data), device)
-    batches = functools.partial(get_batch, cfg, data)
+        model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
+        return common.assemble(
+            cfg, "train_vit.py", data.metric, model, lambda m: evaluate(cfg, data, m), device
+        )
     for method in METHODS if cfg.method == "all" else [cfg.method]:
         common.seed_everything(cfg.seed)
         model = build_model(cfg, method, H, C, data.num_classes).to(device)
-        run_dir, evaluate_model = os.path.join(cfg.out, method), functools.partial(evaluate, cfg, data, model)
         if method == "diffusionblocks":
             print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
-            trained = common.train_blocks(cfg, model, train_step, batches, evaluate_model, run_dir, method)
-            if trained is None:  # --block: saved alone, evaluated later with --assemble
-                return None
-        else:
-            trained = train_in_turn(cfg, model, batches, evaluate_model, run_dir, method)
+        trained = train(cfg, data, method, model, os.path.join(cfg.out, method))
+        if trained is None:  # --block: saved alone
+            return None
         stats, memory, per_block = trained
-        result = common.method_result(stats, memory, extras(cfg, data, method, model, per_block))
+        result = common.method_result(stats, memory, extras(cfg, method, model, per_block))
         metrics = common.write_metrics(cfg, "train_vit.py", method, result, device)
     common.print_table(metrics["methods"], data.metric)
     common.plot_comparison(metrics["methods"], data.metric, cfg.out)
-    if "diffusionblocks" in metrics["methods"]:
-        plot_readouts(metrics["methods"], data.metric, cfg.out)
     return metrics
-
-
-ABLATION = [("edm", 0.0), ("uniform", 0.0), ("uniform", 0.2)]  # (weighting, mislabel) of the training
-
-
-def ablation(cfg):
-    """Validation accuracy of every training variant × read-out (start × grid × calls × readout), after each call."""
-    runs = {"backprop": main(dataclasses.replace(cfg, ablation=False, validation=True, method="backprop",
-                                                 out=os.path.join(cfg.out, "backprop")))["methods"]["backprop"]}
-    rows = [f"{'training':<18} {'read-out':<28} {'val_acc after each call'}"]
-    for weighting, mislabel in ABLATION:
-        name = f"{weighting}-mislabel{mislabel}"
-        r = main(dataclasses.replace(cfg, ablation=False, validation=True, method="diffusionblocks", weighting=weighting,
-                                     mislabel=mislabel, out=os.path.join(cfg.out, name)))["methods"]["diffusionblocks"]
-        runs[name] = {key: r[key] for key in ("weighting", "mislabel", "readout", "val_acc", "train_memory_bytes",
-                                              "seconds_per_iter", "iters", "train_seconds")}
-        for chain, accs in r["val_acc_readouts"].items():
-            for readout, per_call in accs.items():
-                runs[name].update({f"{chain}/{readout}@{k + 1}": a for k, a in enumerate(per_call)})
-                rows.append(f"{name:<18} {chain + '/' + readout:<28} " + " ".join(f"{a:.3f}" for a in per_call))
-    table = "\n".join(rows)
-    print(f"backprop val_acc {runs['backprop']['val_acc']:.3f}\n{table}")
-    with open(os.path.join(cfg.out, "ablation.txt"), "w") as f:
-        f.write(f"backprop val_acc {runs['backprop']['val_acc']:.4f}\n{table}\n")
-    result = {"script": "train_vit.py", "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
-              "torch": torch.__version__, "config": dataclasses.asdict(cfg), "methods": runs}  # as metrics.json
-    with open(os.path.join(cfg.out, "ablation.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    return result
 
 
 if __name__ == "__main__":
     config = common.parse_config(Config, PRESETS, METHODS)
-    if config.ablation and (config.method != "all" or config.block >= 0 or config.assemble or config.validation):
-        common.fail("--ablation trains its own list of models on validation data; "
-                    "drop --method, --block, --assemble and --validation")
-    common.run_seeds(ablation if config.ablation else main, config,
-                     "val_acc" if config.validation or config.ablation else "test_acc")
+    common.run_seeds(main, config, "val_acc" if config.validation else "test_acc")
