@@ -3,7 +3,7 @@ end-to-end against one step of each block, B ∈ {1, 2, 3, 4, 6}, for every task
 build_model and train_step.
 
   python benchmark.py --device cuda                     # real peak memory, one GPU
-  python benchmark.py --device cpu --archs vit,dit      # the same byte counts on a CPU (all: ≤ 10 min on 2 cores)
+  python benchmark.py --device cpu --archs vit,dit      # the byte counts on a CPU (all: ~10 min)
   python benchmark.py --smoke --out /tmp/bench.json     # tiny models, seconds (the test)
 
 Memory: db.training_memory of a real step after a first one (what the step trains, its gradients and
@@ -115,7 +115,8 @@ ARCHS = {
         {**SMOKE_TRANSFORMER, "patch": 2},
         (32, 3, 100),
         images,
-        "ViT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, {d[2]} classes, batch {cfg.batch_size}",
+        "ViT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, {d[2]} classes, "
+        "batch {cfg.batch_size}",
         smoke_data_args=(8, 3, 100),
     ),
     "dit": Arch(
@@ -125,7 +126,8 @@ ARCHS = {
         SMOKE_TRANSFORMER,
         (32, 3, 10),
         labelled_images,
-        "DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, batch {cfg.batch_size}",
+        "DiT {cfg.layers}×{cfg.width}, patch {cfg.patch}, {d[1]}×{d[0]}×{d[0]}, batch "
+        "{cfg.batch_size}",
         smoke_data_args=(8, 3, 10),
     ),
     "mdm": Arch(
@@ -154,7 +156,8 @@ ARCHS = {
         dict(width=32, heads=2, seq_len=16, mean_iters=4, bptt=2, batch_size=4),
         (27,),
         windows,
-        "Huginn {cfg.prelude}+{cfg.core}+{cfg.coda}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}: "
+        "Huginn {cfg.prelude}+{cfg.core}+{cfg.coda}×{cfg.width}, seq {cfg.seq_len}, batch "
+        "{cfg.batch_size}: "
         "BPTT (K = {cfg.mean_iters}, last {cfg.bptt}) vs one σ-conditioned core pass",
         counts=(1,),
     ),
@@ -391,7 +394,8 @@ def verdict_both(r):
     near = r["both_memory_ratio"] >= 0.9 * r["both_bound_ratio"]
     return (
         f"{'ok' if less and near else 'MISS'}: {'less' if less else 'NOT less'} than either alone, "
-        f"{r['both_memory_ratio'] / r['both_bound_ratio']:.1%} of the bound {r['both_bound_ratio']:.2f} "
+        f"{r['both_memory_ratio'] / r['both_bound_ratio']:.1%} of the bound "
+        f"{r['both_bound_ratio']:.2f} "
         f"(checkpointing's bytes ÷ B but the recomputed layer's)"
         + (
             f"; CUDA peak {common.mib(r['both_cuda_peak_max']):.0f} MiB"
@@ -405,7 +409,8 @@ def print_table(rows):
     """One line per (architecture, B), one for activation checkpointing, one per B for both
     together."""
     print(
-        f"{'arch':<7} {'B':>4} {'e2e MiB':>9} {'block MiB':>9} {'ratio':>6} {'ideal':>5} {'time ratio':>10} "
+        f"{'arch':<7} {'B':>4} {'e2e MiB':>9} {'block MiB':>9} {'ratio':>6} {'ideal':>5} "
+        f"{'time ratio':>10} "
         f"{'(mean)':>6}  targets (memory, time); what keeps the ratio down"
     )
     for name in dict.fromkeys(r["arch"] for r in rows):
@@ -419,9 +424,12 @@ def print_table(rows):
             )
         r = arch_rows[0]
         print(
-            f"{name:<7} {'ckpt':>4} {_mib(r['e2e_bytes'])} {_mib(r['ckpt_bytes'])} {r['ckpt_memory_ratio']:>6.2f} "
-            f"{'-':>5} {r['ckpt_time_ratio']:>10.3f} {'':>6}  activation checkpointing: activations "
-            f"{common.mib(r['e2e']['activations']):.0f} → {common.mib(r['ckpt']['activations']):.0f} MiB"
+            f"{name:<7} {'ckpt':>4} {_mib(r['e2e_bytes'])} {_mib(r['ckpt_bytes'])} "
+            f"{r['ckpt_memory_ratio']:>6.2f} "
+            f"{'-':>5} {r['ckpt_time_ratio']:>10.3f} {'':>6}  activation checkpointing: "
+            "activations "
+            f"{common.mib(r['e2e']['activations']):.0f} → "
+            f"{common.mib(r['ckpt']['activations']):.0f} MiB"
             + f", recomputed layer {common.mib(r['ckpt']['recomputed']):.0f} MiB"
             + (
                 f"; CUDA peak {common.mib(r['ckpt_cuda_peak']):.0f} MiB"
@@ -432,8 +440,10 @@ def print_table(rows):
         for r in arch_rows:
             if r["ideal_ratio"] and r["blocks"] > 1:
                 print(
-                    f"{name:<7} {str(r['blocks']) + '+ck':>4} {_mib(r['e2e_bytes'])} {_mib(r['both_bytes'])} "
-                    f"{r['both_memory_ratio']:>6.2f} {r['both_bound_ratio']:>5.2f} {r['both_time_ratio']:>10.3f} "
+                    f"{name:<7} {str(r['blocks']) + '+ck':>4} {_mib(r['e2e_bytes'])} "
+                    f"{_mib(r['both_bytes'])} "
+                    f"{r['both_memory_ratio']:>6.2f} {r['both_bound_ratio']:>5.2f} "
+                    f"{r['both_time_ratio']:>10.3f} "
                     f"{'':>6}  "
                     f"{verdict_both(r)}"
                 )
@@ -574,7 +584,8 @@ def main():
     layers = 6 if args.smoke else 12
     if not 1 <= min(args.blocks) <= max(args.blocks) <= layers:
         common.fail(
-            f"--blocks {','.join(map(str, args.blocks))}: each B must be in 1..{layers} (the layers to split)"
+            f"--blocks {','.join(map(str, args.blocks))}: each B must be in 1..{layers} (the "
+            "layers to split)"
         )
     if (
         (args.batch is not None and args.batch < 1)
@@ -596,7 +607,8 @@ def main():
         else "fitted from steps at batches 2 and 3"
     )
     print(
-        f"device {device}; memory: {memory}; time: median of {args.repeats} steps after {args.warmup} warm-up"
+        f"device {device}; memory: {memory}; time: median of {args.repeats} steps after "
+        f"{args.warmup} warm-up"
     )
     rows = []
     for name in names:

@@ -174,7 +174,8 @@ def check_numbers(cfg):
         seeds = cfg.seeds.split(",")
         if not all(s.strip().isdigit() for s in seeds) or len(set(map(int, seeds))) < len(seeds):
             fail(
-                f"--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got {cfg.seeds!r}"
+                "--seeds must be distinct comma-separated integers >= 0 like 0,1,2, got "
+                f"{cfg.seeds!r}"
             )
 
 
@@ -222,12 +223,14 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
         world = int(os.environ.get("WORLD_SIZE", 1))
         if cfg.method != "diffusionblocks" or cfg.assemble or cfg.block >= 0 or cfg.seeds:
             fail(
-                "under torchrun each process trains one block: use --method diffusionblocks without --block, "
+                "under torchrun each process trains one block: use --method diffusionblocks "
+                "without --block, "
                 "--assemble or --seeds (then --assemble in one plain process)"
             )
         if world != cfg.blocks:
             fail(
-                f"torchrun started {world} processes for --blocks {cfg.blocks}: start one per block "
+                f"torchrun started {world} processes for --blocks {cfg.blocks}: start one per "
+                "block "
                 f"(--nproc_per_node {cfg.blocks} on one machine)"
             )
         cfg.block = int(os.environ["RANK"])
@@ -235,7 +238,8 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
         fail("--block and --assemble need --method diffusionblocks")
     if cfg.block >= cfg.blocks:
         fail(
-            f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got {cfg.block}"
+            f"--block must be in 0..{cfg.blocks - 1} (there are {cfg.blocks} blocks), got "
+            f"{cfg.block}"
         )
     if (cfg.block >= 0 or cfg.assemble) and cfg.seeds:
         fail("--block and --assemble take one --seed, not --seeds")
@@ -306,7 +310,8 @@ def check_out(cfg, script):
             old = json.load(f)
         if old.get("script") != script + ".py":
             fail(
-                f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use another --out"
+                f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use "
+                "another --out"
             )
         free = RUN_FIELDS + (RESUME_FIELDS if cfg.resume else ())
         refuse_other_settings(
@@ -326,7 +331,8 @@ def refuse_other_settings(saved, cfg, free, source, advice=""):
     for key, value in dataclasses.asdict(cfg).items():
         if key not in free and saved.get(key, defaults[key]) != value:
             fail(
-                f"{source} was run with {key} = {saved.get(key, defaults[key])!r}, here {value!r}{advice}"
+                f"{source} was run with {key} = {saved.get(key, defaults[key])!r}, here "
+                f"{value!r}{advice}"
             )
 
 
@@ -365,7 +371,8 @@ def pick_device(name):
         rank = int(os.environ["LOCAL_RANK"])
         if rank >= torch.cuda.device_count():
             fail(
-                f"torchrun process {rank} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                f"torchrun process {rank} on this machine has no GPU of its own "
+                f"({torch.cuda.device_count()} "
                 "GPUs): start at most one process per GPU"
             )
         torch.cuda.set_device(rank)
@@ -382,7 +389,8 @@ def start(cfg):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     print(
-        f"device {device}, dtype {'bf16 autocast, TF32 matmuls' if device.type == 'cuda' else 'float32'}"
+        f"device {device}, dtype "
+        f"{'bf16 autocast, TF32 matmuls' if device.type == 'cuda' else 'float32'}"
     )
     return device
 
@@ -518,13 +526,15 @@ class Loop:
         )
         if "rng" not in saved:
             fail(
-                f"--resume: {self.path} holds no random state (an older version wrote it), so the run could "
+                f"--resume: {self.path} holds no random state (an older version wrote it), so the "
+                "run could "
                 "not continue exactly; remove it to start over"
             )
         missing = [name for name in self.state if name not in saved["state"]]
         if missing:
             fail(
-                f"--resume: {self.path} holds no {missing[0]} (an older version wrote it); remove it to start "
+                f"--resume: {self.path} holds no {missing[0]} (an older version wrote it); remove "
+                "it to start "
                 "over"
             )
         for name, obj in self.state.items():
@@ -593,7 +603,8 @@ class Loop:
         for (it, _), loss in zip(self.pending, losses):
             if not math.isfinite(loss):
                 kept = (
-                    f"the last checkpoint, {self.path} at iteration {self.saved_iter}, holds finite steps "
+                    f"the last checkpoint, {self.path} at iteration {self.saved_iter}, holds "
+                    "finite steps "
                     "only"
                     if self.saved_iter is not None
                     else "no checkpoint was written before it"
@@ -601,8 +612,10 @@ class Loop:
                 lower = self.cfg.lr / 10
                 self.bar.close()
                 fail(
-                    f"loss became {loss} at iteration {it} ({self.desc}); {kept}. Continue with a lower "
-                    f"learning rate: {resume_command(lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
+                    f"loss became {loss} at iteration {it} ({self.desc}); {kept}. Continue with a "
+                    "lower "
+                    "learning rate: "
+                    f"{resume_command(lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
                     status=1,
                 )
         self.stats["losses"] += losses

@@ -69,7 +69,8 @@ def validation_split(data, seed):
 
 
 NPZ_FORMAT = (
-    "x: images, (N, H, W) or (N, H, W, C) with C = 1 or 3, H = W, uint8 0..255 or float 0..1; y: (N,) integer "
+    "x: images, (N, H, W) or (N, H, W, C) with C = 1 or 3, H = W, uint8 0..255 or float 0..1; y: "
+    "(N,) integer "
     "class ids 0..K−1 (K <= 10000); optional x_test, y_test alike (else 20 % of x is held out)"
 )
 
@@ -88,12 +89,14 @@ def _npz_images(path, key, x):
     if x.dtype.kind == "f":
         if not (np.isfinite(x).all() and 0 <= x.min() and x.max() <= 1):
             common.fail(
-                f"{path}: float {key} must lie in [0, 1] (it lies in [{x.min()}, {x.max()}]); or store uint8 0..255"
+                f"{path}: float {key} must lie in [0, 1] (it lies in [{x.min()}, {x.max()}]); or "
+                "store uint8 0..255"
             )
         x = np.round(x * 255)
     elif x.dtype.kind not in "ui" or x.min() < 0 or x.max() > 255:
         common.fail(
-            f"{path}: {key} must be uint8 0..255 or float 0..1, got {x.dtype} in [{x.min()}, {x.max()}]"
+            f"{path}: {key} must be uint8 0..255 or float 0..1, got {x.dtype} in [{x.min()}, "
+            f"{x.max()}]"
         )
     return _as_nchw(x.astype(np.uint8))
 
@@ -102,8 +105,8 @@ def _npz_labels(path, key, y, n):
     """The array `key` of an npz as (n,) int64 class ids, or a one-line error."""
     if y.ndim != 1 or y.dtype.kind not in "ui" or len(y) != n:
         common.fail(
-            f"{path}: {key} must be (N,) integer class ids matching its images (N = {n}), got {y.dtype} {y.shape}"
-            + (" (one-hot? store the class index)" if y.ndim == 2 else "")
+            f"{path}: {key} must be (N,) integer class ids matching its images (N = {n}), got "
+            f"{y.dtype} {y.shape}" + (" (one-hot? store the class index)" if y.ndim == 2 else "")
         )
     if len(y) and not 0 <= y.min() <= y.max() < 10_000:
         common.fail(f"{path}: {key} must hold class ids in 0..9999, got [{y.min()}, {y.max()}]")
@@ -120,7 +123,8 @@ def _load_npz(path, seed):
         common.fail(f"{path} is not a readable .npz ({type(e).__name__}); {NPZ_FORMAT}")
     if not {"x", "y"} <= set(arrays) or ("x_test" in arrays) != ("y_test" in arrays):
         common.fail(
-            f"{path} holds {sorted(arrays)}; need x and y, and x_test with y_test or neither ({NPZ_FORMAT})"
+            f"{path} holds {sorted(arrays)}; need x and y, and x_test with y_test or neither "
+            f"({NPZ_FORMAT})"
         )
     x = _npz_images(path, "x", arrays["x"])
     y = _npz_labels(path, "y", arrays["y"], len(x))
@@ -133,7 +137,8 @@ def _load_npz(path, seed):
     x_test = _npz_images(path, "x_test", arrays["x_test"])
     if len(x) == 0 or len(x_test) == 0 or x.shape[1:] != x_test.shape[1:]:
         common.fail(
-            f"{path}: x {tuple(x.shape)} and x_test {tuple(x_test.shape)} (as N, C, H, W) need images of one "
+            f"{path}: x {tuple(x.shape)} and x_test {tuple(x_test.shape)} (as N, C, H, W) need "
+            "images of one "
             f"shape and at least one of each"
         )
     return x, y, x_test, _npz_labels(path, "y_test", arrays["y_test"], len(x_test))
@@ -191,8 +196,10 @@ def _download(name, data_dir):
                 f.write(response.read())
         except Exception as e:  # noqa: BLE001  a failed download: say what to do
             common.fail(
-                f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: {e}). "
-                f"Download it where you have internet, put it at {path} (or point --data-dir at its "
+                f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: "
+                f"{e}). "
+                f"Download it where you have internet, put it at {path} (or point --data-dir at "
+                "its "
                 "folder), or use --dataset txt:PATH"
             )
         os.replace(path + ".tmp", path)
@@ -255,11 +262,13 @@ def load_text(name, data_dir, seed):
                 text = f.read()
         except UnicodeDecodeError as e:
             common.fail(
-                f"--dataset {name}: not UTF-8 text (byte {e.start} cannot be decoded); convert it to UTF-8"
+                f"--dataset {name}: not UTF-8 text (byte {e.start} cannot be decoded); convert it "
+                "to UTF-8"
             )
         if "\x00" in text:
             common.fail(
-                f"--dataset {name}: holds NUL characters, a binary file; txt:PATH needs a UTF-8 text file"
+                f"--dataset {name}: holds NUL characters, a binary file; txt:PATH needs a UTF-8 "
+                "text file"
             )
     else:
         common.fail(f"unknown --dataset {name!r}; allowed: pydoc, shakespeare, text8, txt:PATH")
@@ -306,7 +315,8 @@ def load_windows(cfg, window):
         data = {**data, "test": data["val"]}
     if min(len(data["train"]), len(data["test"])) < window:
         common.fail(
-            f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test characters, "
+            f"--dataset {cfg.dataset}: {len(data['train'])} training / {len(data['test'])} test "
+            "characters, "
             f"fewer than one sequence of {window}; use a longer text or a smaller --seq-len"
         )
     test = data["test"].unfold(0, window, cfg.seq_len)  # (S, window)

@@ -121,7 +121,8 @@ def inception_network(device):
         return net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)[0]
 
     print(
-        "fid features: Inception-v3 (torch-fidelity); with few test images this is not comparable to "
+        "fid features: Inception-v3 (torch-fidelity); with few test images this is not comparable "
+        "to "
         "published FIDs"
     )
     return features

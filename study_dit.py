@@ -125,7 +125,8 @@ def ablation(cfg):
         extras = train_dit.extras(run_cfg, model, per_block)
         runs[name] = common.method_result(stats, memory, {**final, **extras})
     rows = [
-        f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} {'test_denoise_loss':>17} "
+        f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} "
+        f"{'test_denoise_loss':>17} "
         f"{'layer evals':>11} {'ms/sample':>9}"
     ]
     for name, r in runs.items():

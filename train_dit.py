@@ -3,10 +3,10 @@ layers over the whole σ range) beside DiffusionBlocks (§4.2: B blocks of L/B l
 alone; one block per sampling step).
 
   python train_dit.py                                   # both methods on bundled digits, CPU
-  python train_dit.py --method diffusionblocks --block 1 --out runs/dit   # block 1 alone (own process)
-  python train_dit.py --method diffusionblocks --assemble --out runs/dit  # evaluate the saved blocks
+  python train_dit.py --method diffusionblocks --block 1 --out runs/dit  # block 1 alone
+  python train_dit.py --method diffusionblocks --assemble --out runs/dit  # the saved blocks
   python train_dit.py --preset paper                    # DiT-S/2 on CIFAR-10, one GPU
-  python study_dit.py                                   # the ablations: partition (γ=0, B=3), B ∈ {1,2,3,4,6}
+  python study_dit.py  # the ablations: partition (γ=0, B=3), B ∈ {1,2,3,4,6}
 
 `fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance
 in the features of a small CNN classifier trained here on the training split (fid.py), comparable
@@ -466,7 +466,8 @@ def train(cfg, data, method, model, emas, run_dir):
         model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
     )
     print(
-        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), "
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
+        "block(s), "
         f"{iters} iterations of one block (= {cfg.steps} per block)"
     )
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
@@ -536,7 +537,8 @@ def main(cfg):
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
         ema = (
-            f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss {r['test_denoise_loss_ema']:.4f}"
+            f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
+            f"{r['test_denoise_loss_ema']:.4f}"
             if "fid_ema" in r
             else ""
         )

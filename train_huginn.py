@@ -6,7 +6,7 @@ recurrent-depth experiment). Huginn: https://arxiv.org/abs/2502.05171.
 
   python train_huginn.py                         # both methods, bundled pydoc text, CPU preset
   python train_huginn.py --db-steps-mult 3       # DiffusionBlocks on the paper's 3× longer schedule
-  python train_huginn.py --preset paper          # text8, width 512, 2+4+2 layers, mean K 32, BPTT 8, one GPU
+  python train_huginn.py --preset paper          # text8, width 512, 2+4+2 layers, K 32, one GPU
 
 Metrics: next-character accuracy, cross-entropy and draw accuracy against test-time K, gen_ppl of
 held-out continuations (lm_eval), layer evaluations per training step, training time and memory;
@@ -340,8 +340,10 @@ def load_corpus(cfg, device):
     corpus = text_corpus(cfg, cfg.seq_len + 1, device)
     print(
         f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / "
-        f"{corpus.split} characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} {corpus.split} "
-        f"sequences of {cfg.seq_len + 1} per evaluation; test-time K = {test_iters(cfg)}; gen_ppl judge: "
+        f"{corpus.split} characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} "
+        f"{corpus.split} "
+        f"sequences of {cfg.seq_len + 1} per evaluation; test-time K = {test_iters(cfg)}; gen_ppl "
+        "judge: "
         f"Witten–Bell {corpus.judge.order}-gram"
     )
     return corpus
@@ -468,7 +470,8 @@ def report(methods, split="test"):
     """Quality, generation, and training compute of each method; the compute ratio when both ran."""
     first = next(iter(methods.values()))
     print(
-        f"reference, next-character accuracy on the {split} text: the training split's argmax bigram "
+        f"reference, next-character accuracy on the {split} text: the training split's argmax "
+        "bigram "
         f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}"
     )
     for name, r in methods.items():
@@ -477,7 +480,8 @@ def report(methods, split="test"):
             f"{r[split + '_ce']:.4f} nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at "
             f"K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
             f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
-            f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer evaluations per "
+            f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer "
+            "evaluations per "
             f"step × {r['iters']} steps = {r['train_layer_evals']:,}"
         )
         readouts = {
@@ -487,7 +491,8 @@ def report(methods, split="test"):
         }
         if readouts:  # DiffusionBlocks: --grid × --readout
             print(
-                f"  {split}_next_token_acc of each read-out at K = {r['test_iters']} (--grid_--readout): "
+                f"  {split}_next_token_acc of each read-out at K = {r['test_iters']} "
+                "(--grid_--readout): "
                 + ", ".join(f"{key} {value:.4f}" for key, value in readouts.items())
             )
         for text in r["samples"][:2]:
@@ -602,7 +607,8 @@ def train(cfg, corpus, method, model, run_dir):
     print(
         f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
         + (
-            f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last {cfg.bptt}"
+            f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last "
+            f"{cfg.bptt}"
             if method == "bptt"
             else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
             f"the baseline's iterations)"

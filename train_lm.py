@@ -9,10 +9,10 @@ text under a character n-gram.
 Read: the two networks and build_model; evaluate and final_evaluation; train_step, train (the loop)
 and main.
 
-  python train_lm.py                                    # masked diffusion, both methods, pydoc text, CPU
+  python train_lm.py  # masked diffusion, both methods, pydoc text, CPU
   python train_lm.py --model ar                         # autoregressive, both methods
   python train_lm.py --model ar --method diffusionblocks --block 1 --out runs/ar   # block 1 alone
-  python train_lm.py --model ar --method diffusionblocks --assemble --out runs/ar  # evaluate the saved blocks
+  python train_lm.py --model ar --method diffusionblocks --assemble --out runs/ar  # saved blocks
   python train_lm.py --model mdm --preset paper         # text8, one GPU (likewise --model ar)
 """
 
@@ -344,8 +344,10 @@ def load_corpus(cfg, device):
     print(
         f"{cfg.dataset}: "
         f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test "
-        f"characters, V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; {len(corpus.test_eval)} "
-        f"{corpus.split} sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: Witten–Bell "
+        f"characters, V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; "
+        f"{len(corpus.test_eval)} "
+        f"{corpus.split} sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: "
+        "Witten–Bell "
         f"{corpus.judge.order}-gram of the training split"
     )
     return corpus
@@ -585,7 +587,8 @@ def report(methods, ar, split="test"):
             )
             print(
                 f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
-                f"{r[split + '_ce']:.4f} nats, {split}_sample_acc {r[split + '_sample_acc']:.4f}{block0}; "
+                f"{r[split + '_ce']:.4f} nats, {split}_sample_acc "
+                f"{r[split + '_sample_acc']:.4f}{block0}; "
                 f"judge on the real continuations: {r['judge_ppl_held_out']:.3f}"
             )
             if f"{split}_next_token_acc_final_sum" in r:
@@ -731,7 +734,8 @@ def train(cfg, corpus, method, model, run_dir):
         model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
     )
     print(
-        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), "
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
+        "block(s), "
         f"{iters} iterations of one block (= {cfg.steps} per block, compute-matched)"
     )
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
@@ -814,7 +818,8 @@ def main(cfg):
         plot_sharpness(metrics["methods"], cfg.out)
         if set(metrics["methods"]) == set(METHODS):
             print(
-                "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from noise): "
+                "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from "
+                "noise): "
                 "gen_ppl backprop {0:.3f} (interpolated over its temperatures), "
                 "DiffusionBlocks {1:.3f}".format(*matched_sharpness(metrics["methods"]))
             )

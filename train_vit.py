@@ -2,9 +2,9 @@
 each denoising a label embedding, trained alone) and a local baseline (the same B pieces trained
 greedily, each with its own head).
 
-  python train_vit.py                                   # all methods on bundled digits, CPU, minutes
-  python train_vit.py --method diffusionblocks --block 1 --out runs/vit   # block 1 alone (own process)
-  python train_vit.py --method diffusionblocks --assemble --out runs/vit  # evaluate the saved blocks
+  python train_vit.py  # all methods on bundled digits, CPU, minutes
+  python train_vit.py --method diffusionblocks --block 1 --out runs/vit  # block 1 alone
+  python train_vit.py --method diffusionblocks --assemble --out runs/vit  # the saved blocks
   python train_vit.py --preset paper                    # CIFAR-100, one GPU
 
 DiffusionBlocks reads out B calls from z_0 = 0 (B − 1 Euler steps, then a call at σ_min) and takes
@@ -281,7 +281,8 @@ def load_data(cfg, device):
     check_config(cfg, H, W)
     print(
         f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
-        f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, {data['num_classes']} classes"
+        f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, {data['num_classes']} "
+        "classes"
     )
     mean = data["x_train"].float().mean((0, 2, 3), keepdim=True).to(device)  # (1, C, 1, 1)
     std = data["x_train"].float().std((0, 2, 3), keepdim=True).to(device)
@@ -417,7 +418,8 @@ def train(cfg, data, method, model, run_dir):
         model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
     )
     print(
-        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} block(s), {iters} "
+        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
+        f"block(s), {iters} "
         f"iterations of one block (= {cfg.steps} per block)"
     )
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
