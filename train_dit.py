@@ -77,8 +77,8 @@ class Config(common.BaseConfig):
     ema: float = common.option(
         0.999,
         "decay of the EMA of the weights (one per block), warmed up as "
-        "min(decay, (1 + n)/(10 + n)) at update n; 0: none (CPU-sized, provisional "
-        "until chosen on validation data; paper: 0.9999, DiT)",
+        "min(decay, (1 + n)/(10 + n)) at update n; 0: none (CPU-sized: chosen among "
+        "0.9, 0.97, 0.99, 0.999 on validation data, results/README.md; paper: 0.9999, DiT)",
     )
     validation: bool = common.option(
         False, "evaluate on 20 % of the training split held out (to choose --ema)"
