@@ -1,7 +1,7 @@
 """Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in
 seconds.
 
-Run: python -m pytest -q test_scripts.py      (about 11 minutes on a 2-core CPU)
+Run: python -m pytest -q test_scripts.py      (most of the full suite's 17 minutes on a 2-core CPU)
 """
 
 import json
