@@ -17,7 +17,6 @@ import os
 import numpy as np
 
 import common
-import diffusionblocks as db
 import train_dit
 from fid import FID_FEATURES
 
@@ -107,23 +106,15 @@ def ablation(cfg):
     γ=0)."""
     device = common.start(cfg)
     data = train_dit.load_data(cfg, device)
-    _, C, H, _ = data.x_test.shape
     runs, run_out = {}, os.path.join(cfg.out, "ablation")
-    # each trained and evaluated as train_dit.main does DiffusionBlocks
-    for blocks, partition in ABLATION:
+    for blocks, partition in ABLATION:  # each trained and evaluated as train_dit.main does
         name = f"B{blocks}-{partition}"
         run_cfg = dataclasses.replace(
             cfg, blocks=blocks, gamma=0.0, partition=partition, out=run_out
         )
-        common.seed_everything(cfg.seed)
-        model = train_dit.build_model(run_cfg, "diffusionblocks", H, C, data.num_classes).to(device)
-        print(common.describe_blocks(run_cfg, model, db.split_layers(cfg.layers, blocks)))
-        emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
-        run_dir = os.path.join(run_out, name)
-        stats, memory, per_block = train_dit.train(run_cfg, data, name, model, emas, run_dir)
-        final = train_dit.evaluate(run_cfg, data, model, emas, run_dir)
-        extras = train_dit.extras(run_cfg, model, per_block)
-        runs[name] = common.method_result(stats, memory, {**final, **extras})
+        runs[name] = train_dit.run_method(
+            run_cfg, data, "diffusionblocks", os.path.join(run_out, name), desc=name
+        )
     rows = [
         f"{'run':<14} {'B':>2} {'partition':>9} {'fid':>9} {'paper FID':>9} "
         f"{'test_denoise_loss':>17} "

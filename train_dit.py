@@ -495,6 +495,23 @@ def train(cfg, data, method, model, emas, run_dir):
     return loop.stats, memory, per_block
 
 
+def run_method(cfg, data, method, run_dir, desc=None):
+    """Build `method`'s model, train it (with one EMA per block) and evaluate it → its metrics.json
+    entry; None after --block."""
+    common.seed_everything(cfg.seed)
+    _, C, H, _ = data.x_test.shape
+    model = build_model(cfg, method, H, C, data.num_classes).to(data.device)
+    if method == "diffusionblocks":
+        print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
+    emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
+    trained = train(cfg, data, desc or method, model, emas, run_dir)
+    if trained is None:
+        return None
+    stats, memory, per_block = trained
+    final = {**evaluate(cfg, data, model, emas, run_dir), **extras(cfg, model, per_block)}
+    return common.method_result(stats, memory, final)
+
+
 def main(cfg):
     """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's
     content."""
@@ -516,22 +533,9 @@ def main(cfg):
         plot_samples(metrics["methods"], cfg.out)
         return metrics
     for method in METHODS if cfg.method == "all" else [cfg.method]:
-        common.seed_everything(cfg.seed)
-        model = build_model(cfg, method, H, C, data.num_classes).to(device)
-        if method == "diffusionblocks":
-            print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
-        # one per block
-        emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
-        run_dir = os.path.join(cfg.out, method)
-        trained = train(cfg, data, method, model, emas, run_dir)
-        if trained is None:  # --block: saved alone
+        result = run_method(cfg, data, method, os.path.join(cfg.out, method))
+        if result is None:  # --block: saved alone
             return None
-        stats, memory, per_block = trained
-        result = common.method_result(
-            stats,
-            memory,
-            {**evaluate(cfg, data, model, emas, run_dir), **extras(cfg, model, per_block)},
-        )
         metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
     print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
     common.print_table(metrics["methods"], "fid")
