@@ -325,8 +325,8 @@ def benchmark(name, setup, args):
                 # the part that keeps the ratio below B: bytes of the largest block above 1/B of
                 # end-to-end
                 "excess_bytes": {p: largest[p] - e2e[p] / B for p in PARTS} if ideal else None,
-                # the ratio of a block whose layers save what end-to-end's save, for each of its token
-                # streams
+                # the ratio of a block whose layers save what end-to-end's save, for each of its
+                # token streams
                 "streams_memory_ratio": e2e["total"]
                 / (sum(largest[p] for p in PARTS[:3]) + arch.streams * e2e["activations"] / B)
                 if ideal and arch.streams > 1
@@ -383,7 +383,8 @@ def verdict(r):
     if r.get("streams_memory_ratio"):
         text += f"; with end-to-end's activations per token stream: {r['streams_memory_ratio']:.2f}"
     if "e2e_cuda_peak" in r:
-        text += f"; CUDA peak {common.mib(r['e2e_cuda_peak']):.0f} → {common.mib(r['block_cuda_peak_max']):.0f} MiB"
+        e2e, block = common.mib(r["e2e_cuda_peak"]), common.mib(r["block_cuda_peak_max"])
+        text += f"; CUDA peak {e2e:.0f} → {block:.0f} MiB"
     return text
 
 

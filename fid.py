@@ -3,7 +3,8 @@ the method.
 
 `fid` in this project is the Fréchet distance of Gaussians fitted to the features of a feature
 network (Heusel et al. 2017). Two networks:
-  classifier  a small CNN trained here on the training split and cached under --data-dir (`feature_network`):
+  classifier  a small CNN trained here on the training split, cached under --data-dir
+              (`feature_network`):
               NOT Inception FID, comparable only between runs of this project on the same data;
   inception   Inception-v3 of torch-fidelity (`inception_network`), the network of standard FID.
 Every feature network takes images (N, C, H, W) in [-1, 1].

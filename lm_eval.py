@@ -234,3 +234,52 @@ def text_corpus(cfg, window, device):
         split,
         device,
     )
+
+
+# Samples at matched sharpness: the baseline's sampling temperatures, against DiffusionBlocks'
+# chain from noise, which samples a sharper distribution than its model's T = 1
+TEMPERATURES = (0.5, 0.7, 0.85, 1)
+
+
+def sharpness_points(r):
+    """(decoder name, metrics key suffix) of a method's generations: the baseline's greedy and
+    TEMPERATURES, or DiffusionBlocks' chains from z_0 = 0 and from noise."""
+    if "gen_ppl_T1" in r:
+        return [("greedy", "")] + [(f"T = {t:g}", f"_T{t:g}") for t in TEMPERATURES]
+    return [("chain from z_0 = 0", ""), ("chain from noise", "_t1")]
+
+
+def matched_sharpness(bp, dbk):
+    """The baseline's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in
+    distinct_4 between the two baseline decoders (greedy, then rising temperature; metrics bp)
+    around the chain from noise's distinct_4 (metrics dbk) → (that, the chain's gen_ppl, its
+    distinct_4); lower gen_ppl wins at matched sharpness."""
+    points = sorted(
+        (bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)
+    )
+    xs, ys = zip(*points)
+    x = dbk["distinct_4_t1"]
+    # np.interp needs xs ascending
+    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
+
+
+def plot_sharpness(methods, out):
+    """--out/sharpness.png: generations as quality (gen_ppl under the judge, lower is better)
+    against diversity (distinct_4): the baseline over temperatures as a curve, DiffusionBlocks'
+    two chains as points."""
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in methods.items():
+        points = sharpness_points(r)
+        xs, ys = [r["distinct_4" + k] for _, k in points], [r["gen_ppl" + k] for _, k in points]
+        ax.plot(xs, ys, "-o" if len(points) > 2 else "s", label=name)
+        for (decoder, _), x, y in zip(points, xs, ys):
+            ax.annotate(decoder, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("diversity: distinct character 4-grams of the continuations")
+    ax.set_ylabel("gen_ppl under the judge (lower is better)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sharpness.png"), dpi=120)
+    plt.close(fig)

@@ -2,8 +2,8 @@
 --compile, the learning curve on disk, and the FID feature network's cache. Each runs a script's
 smoke preset, as a user would.
 
-Run: python -m pytest -q test_long_runs.py      (about 2 minutes on a 2-core CPU; a few more when torch.compile
-has no cache yet)
+Run: python -m pytest -q test_long_runs.py      (about 2 minutes on a 2-core CPU; a few more when
+torch.compile has no cache yet)
 """
 
 import json
@@ -113,7 +113,7 @@ def test_ema_follows_its_recurrence_and_restores_the_weights():
     assert copy.updates == 29 and all(torch.equal(a, b) for a, b in zip(copy.params, ema.params))
 
 
-def test_ema_adds_metrics_without_changing_the_raw_weights_run_and_each_block_averages_its_own_steps(
+def test_ema_adds_metrics_leaves_the_raw_run_alone_and_each_block_averages_its_own_steps(
     tmp_path,
 ):
     """The same run with --ema 0 and --ema 0.9: identical raw-weight metrics and curve; only the

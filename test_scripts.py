@@ -1,7 +1,7 @@
 """Smoke tests of the task scripts: each runs as a user would run it, on its `smoke` preset, in
 seconds.
 
-Run: python -m pytest -q test_scripts.py      (most of the full suite's 17 minutes on a 2-core CPU)
+Run: python -m pytest -q test_scripts.py      (about 6 of the full suite's 8 minutes, 2-core CPU)
 """
 
 import json
@@ -750,6 +750,10 @@ def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path)
     assert bp["train_layer_evals_per_step"] > 8  # 2 + 4K + 2 with a random K ≥ 1 of mean 4
     assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
     assert (tmp_path / "quality_vs_iters.png").exists() and (tmp_path / "comparison.png").exists()
+    # BPTT's samples at each temperature beside the chain's, for the matched-diversity comparison
+    for t in (0.5, 0.7, 0.85, 1):
+        assert bp[f"gen_ppl_T{t:g}"] >= 1 and 0 < bp[f"distinct_4_T{t:g}"] <= 1
+    assert (tmp_path / "sharpness.png").exists()
     # every --grid × --readout
     readouts = {key for key in dbk if key.startswith("test_next_token_acc_")}
     assert readouts == {

@@ -31,18 +31,20 @@ import common
 import diffusionblocks as db
 from data import UNK, decode
 from lm_eval import (
+    TEMPERATURES,
     continue_held_out,
     distinct_ngrams,
+    matched_sharpness,
+    plot_sharpness,
     reference_accuracy,
     reference_bpc,
+    sharpness_points,
     text_corpus,
     write_samples,
 )
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
-# AR backprop's sampling temperatures, to match DiffusionBlocks' sharpness
-TEMPERATURES = (0.5, 0.7, 0.85, 1)
 # AR's chains
 READOUTS = [(grid, readout) for grid in ("boundaries", "final") for readout in ("last", "sum")]
 
@@ -614,51 +616,6 @@ def report(methods, ar, split="test"):
             print(f"  sample: {text!r}")
 
 
-def sharpness_points(r):
-    """(decoder name, metrics key suffix) of an AR method's generations: greedy or the chain from
-    z_0 = 0, backprop's temperatures, DiffusionBlocks' chain from noise."""
-    if "gen_ppl_T1" in r:
-        return [("greedy", "")] + [(f"T = {t:g}", f"_T{t:g}") for t in TEMPERATURES]
-    return [("chain from z_0 = 0", ""), ("chain from noise", "_t1")]
-
-
-def matched_sharpness(methods):
-    """Backprop's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in
-    distinct_4 between the two backprop decoders (greedy, then rising temperature) around the chain
-    from noise's distinct_4 → (that, the chain's gen_ppl, its distinct_4); lower gen_ppl wins at
-    matched sharpness."""
-    bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    points = sorted(
-        (bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)
-    )
-    xs, ys = zip(*points)
-    x = dbk["distinct_4_t1"]
-    # np.interp needs xs ascending
-    return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
-
-
-def plot_sharpness(methods, out):
-    """--out/sharpness.png: AR generations as quality (gen_ppl under the judge, lower is better)
-    against diversity (distinct_4): backprop over temperatures as a curve, DiffusionBlocks' two
-    chains as points."""
-    plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in methods.items():
-        points = sharpness_points(r)
-        xs, ys = [r["distinct_4" + k] for _, k in points], [r["gen_ppl" + k] for _, k in points]
-        ax.plot(xs, ys, "-o" if len(points) > 2 else "s", label=name)
-        for (decoder, _), x, y in zip(points, xs, ys):
-            ax.annotate(decoder, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("diversity: distinct character 4-grams of the continuations")
-    ax.set_ylabel("gen_ppl under the judge (lower is better)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "sharpness.png"), dpi=120)
-    plt.close(fig)
-
-
 def plot_bpc_per_block(methods, out, split="test"):
     """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored
     it."""
@@ -821,7 +778,11 @@ def main(cfg):
                 "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from "
                 "noise): "
                 "gen_ppl backprop {0:.3f} (interpolated over its temperatures), "
-                "DiffusionBlocks {1:.3f}".format(*matched_sharpness(metrics["methods"]))
+                "DiffusionBlocks {1:.3f}".format(
+                    *matched_sharpness(
+                        metrics["methods"]["backprop"], metrics["methods"]["diffusionblocks"]
+                    )
+                )
             )
     else:
         plot_bpc_per_block(metrics["methods"], cfg.out, split)
