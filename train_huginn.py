@@ -433,13 +433,13 @@ def final_evaluation(model, cfg, corpus, run_dir):
     gen = torch.Generator(corpus.device).manual_seed(cfg.seed)
     # its draws come from the chain's start, not a temperature
     chain = isinstance(model, db.DiffusionBlocks)
+    predict = partial(last_logits, model, cfg, K, gen, "mean")
     decoders = {
-        "": (partial(last_logits, model, cfg, K, gen, "mean"), 0.0 if chain else cfg.temperature),
+        "": (predict, 0.0 if chain else cfg.temperature),
         "_t1": (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0),
     }
     if not chain:  # and at each of TEMPERATURES, for samples at matched sharpness
-        logits = partial(last_logits, model, cfg, K, gen, "mean")
-        decoders.update({f"_T{t:g}": (logits, t) for t in TEMPERATURES})
+        decoders.update({f"_T{t:g}": (predict, t) for t in TEMPERATURES})
     texts, gen_ppl, distinct, judge_ppl = continue_held_out(
         list(decoders.values()), corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device
     )
