@@ -67,7 +67,9 @@ class Config(common.DiscreteConfig):
         0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)"
     )
     steps: int = common.option(
-        800, "baseline iterations N (CPU-sized); DiffusionBlocks runs N·--db-steps-mult"
+        1200,
+        "baseline iterations N (CPU-sized; chosen on validation text, results/); "
+        "DiffusionBlocks runs N·--db-steps-mult",
     )
     db_steps_mult: int = common.option(
         1,
@@ -88,9 +90,9 @@ class Config(common.DiscreteConfig):
     temperature: float = common.option(0.0, "sampling temperature of generation; 0 = greedy")
     judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
     mislabel: float = common.option(
-        0.6,
+        0.9,
         "rate of wrong-character hints in DiffusionBlocks training (a "
-        "corrupted forward process); chosen on validation text (study_huginn.py)",
+        "corrupted forward process); chosen on validation text (results/)",
     )
     grid: str = common.option(
         "boundaries",
