@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shlex
 import sys
 import time
@@ -820,7 +821,8 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
 
 def write_metrics(cfg, script, method, result, device):
     """Merge one method's result into --out/metrics.json: the run (script, dataset, preset, seed,
-    device, torch, config) and one entry per method."""
+    device, torch, python: its bundled pydoc text differs between releases, config) and one entry
+    per method."""
     path = os.path.join(cfg.out, "metrics.json")
     metrics = {"methods": {}}
     if os.path.exists(path):
@@ -834,6 +836,7 @@ def write_metrics(cfg, script, method, result, device):
         seed=cfg.seed,
         device=str(device),
         torch=torch.__version__,
+        python=platform.python_version(),
         config=config,
     )
     metrics["methods"][method] = result
@@ -870,6 +873,7 @@ def write_study(cfg, script, runs, name, table, **extra):
         "preset": cfg.preset,
         "seed": cfg.seed,
         "torch": torch.__version__,
+        "python": platform.python_version(),
         "config": dataclasses.asdict(cfg),
         **extra,
         "methods": runs,

@@ -236,9 +236,10 @@ def load_text(name, data_dir, seed):
 
     text8: the standard first 90M / next 5M / last 5M characters. pydoc: CPython's
     `pydoc_data.topics`, each paragraph once (several topics contain others: without this, test text
-    is also training text), topics in a seeded order, then 90 / 5 / 5 % contiguous; shakespeare and
-    txt:PATH: 90 / 5 / 5 % in order. The vocabulary is the training split's characters, plus UNK if
-    the other splits hold others.
+    is also training text), topics in a seeded order, then 90 / 5 / 5 % contiguous (the running
+    Python's docs: each release bundles other text); shakespeare and txt:PATH: 90 / 5 / 5 % in
+    order. The vocabulary is the training split's characters, plus UNK if the other splits hold
+    others.
     """
     if name == "pydoc":
         from pydoc_data.topics import topics
