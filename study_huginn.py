@@ -25,6 +25,7 @@ import train_huginn
 
 SHORT = 1 / 2  # 600 of the cpu preset's 1200 iterations (--steps 600 in results/README.md)
 EARLIER = 2 / 3  # 800: the cpu preset's iterations when this study ran
+LR = 3 / 5  # 3e-3 of the cpu preset's 5e-3: its learning rate when this study ran
 VARIANTS = {  # name: (train_huginn.py flags beside --validation, fraction of --steps)
     # the plain transformer's depth
     "k1_input_norm": (dict(method="bptt", mean_iters=1, bptt=1), SHORT),
@@ -57,6 +58,7 @@ def variant(cfg, name):
         cfg,
         validation=True,
         steps=round(fraction * cfg.steps),
+        lr=LR * cfg.lr,
         out=os.path.join(cfg.out, name),
         **flags,
     )

@@ -780,6 +780,9 @@ def test_huginn_study_runs_the_validation_variants(tmp_path):
     }
     # 1/2 and 2/3 of --steps (600 and 800 of the cpu preset's 1200, as in results/README.md)
     assert runs["k1_input_norm"]["iters"] == 6 and runs["db_mislabel0.6"]["iters"] == 8
+    # ... at the learning rate of results/README.md's runs, 3e-3 (3/5 of the preset's 5e-3)
+    lr = json.loads((tmp_path / "db_mislabel0.6" / "metrics.json").read_text())["config"]["lr"]
+    assert lr == pytest.approx(3e-3)
     for name, r in runs.items():  # each run on the validation text, as its own metrics.json says
         saved = json.loads((tmp_path / name / "metrics.json").read_text())
         assert saved["config"]["validation"] and 0 <= r["val_next_token_acc"] <= 1

@@ -78,7 +78,7 @@ class Config(common.DiscreteConfig):
     )
     batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
     lr: float = common.option(
-        3e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)"
+        5e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)"
     )
     min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
     weight_decay: float = common.option(0.03, "AdamW weight decay (as train_lm.py)")
