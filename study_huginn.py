@@ -1,10 +1,12 @@
 """The Huginn validation study (results/README.md, "What made it learn"): the runs on the validation
 text (5 per cent of the text before the test split, never the test split) that chose
-train_huginn.py's settings.
+train_huginn.py's model and its first settings (the later iterations, wrong-hint rate and learning
+rate: the runs in results/README.md beside their commands).
 
   python study_huginn.py --seed 1 --out runs/huginn_study    # every flag of train_huginn.py applies
 
-Each run of VARIANTS is train_huginn.py --validation with its flags, into --out/<name>/ as in
+Each run of VARIANTS is train_huginn.py --validation with its flags, at the SHORT or EARLIER part of
+--steps and LR of --lr (the preset's values when the study ran), into --out/<name>/ as in
 results/huginn_cpu_validation/<name>/; AR_REFERENCE is train_lm.py's autoregressive transformer
 trained by backprop on the same text. study.txt and study.json list, per run, the validation metrics
 after training, the validation accuracy at each evaluation (the learning curve), and for
