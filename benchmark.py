@@ -18,7 +18,6 @@ and a plot beside.
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import time
@@ -194,11 +193,11 @@ def seconds_per_step(step, warmup, repeats):
     """Median wall seconds of step() over `repeats` calls after `warmup`; float() of the loss waits
     for the device."""
     for _ in range(warmup):
-        float(step())
+        float(step()[0])
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        float(step())
+        float(step()[0])  # the loss
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -212,15 +211,15 @@ def time_batch(batch_size, args):
 
 
 def recomputed_bytes(part, step):
-    """Bytes that backward recomputes at once under checkpointing: what the largest layer of `part`
-    saves for backward besides its inputs (checkpointing keeps those) and parameters, measured on
-    one plain step()."""
-    layers = [m for m in part.modules() if isinstance(m, db.AdaLNZeroLayer)]
+    """Bytes that backward recomputes at once under checkpointing: the most that one checkpointed
+    function (a layer) saves for backward besides its inputs (checkpointing keeps those) and the
+    parameters, measured on one step() with every such function run plainly."""
     params = {p.untyped_storage().data_ptr() for p in part.parameters()}
     largest = [0]
+    checkpoint = torch.utils.checkpoint.checkpoint
 
-    def counted(layer, h, c, mask=None):
-        kept = params | {t.untyped_storage().data_ptr() for t in (h, c)}
+    def counted(function, *args, use_reentrant=None):
+        kept = params | {a.untyped_storage().data_ptr() for a in args if torch.is_tensor(a)}
         saved = {}
 
         def pack(t):
@@ -229,19 +228,15 @@ def recomputed_bytes(part, step):
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = layer.residual(h, c, mask)
+            out = function(*args)
         largest[0] = max(largest[0], sum(saved.values()))
         return out
 
-    db.checkpoint_layers(part, False)
-    for layer in layers:
-        layer.forward = lambda h, c, mask=None, layer=layer: counted(layer, h, c, mask)
+    torch.utils.checkpoint.checkpoint = counted  # what the layers call when checkpointed
     try:
         step()
     finally:
-        for layer in layers:
-            del layer.forward  # back to the class's forward
-        db.checkpoint_layers(part, True)
+        torch.utils.checkpoint.checkpoint = checkpoint
     return largest[0]
 
 
@@ -571,6 +566,8 @@ def main():
     )
     args = parser.parse_args()
     args.device = device = common.pick_device(args.device)
+    if device.type == "cuda":  # as the scripts (common.start): what bf16 autocast leaves in fp32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     names = args.archs.split(",")
     if not set(names) <= set(ARCHS):
         common.fail(
@@ -607,8 +604,9 @@ def main():
         if args.memory == "step"
         else "fitted from steps at batches 2 and 3"
     )
+    precision = "bf16 autocast, TF32 matmuls" if device.type == "cuda" else "float32"
     print(
-        f"device {device}; memory: {memory}; time: median of {args.repeats} steps after "
+        f"device {device}, {precision}; memory: {memory}; time: median of {args.repeats} steps after "
         f"{args.warmup} warm-up"
     )
     rows = []
@@ -617,8 +615,7 @@ def main():
         rows += benchmark(name, Setup.of(ARCHS[name], args.smoke, args.batch), args)
         print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(rows)
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    common.write_json(rows, args.out)
     plot(rows, os.path.splitext(args.out)[0] + ".png")
     print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.png")
 

@@ -17,6 +17,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -75,8 +76,15 @@ class BaseConfig:
     out: str = option("", "output folder (default runs/<script>-<dataset>-<time>)")
     resume: bool = option(
         False,
-        "continue from the last checkpoint in --out; --lr and --min-lr may change (recorded "
-        "in metrics.json as resumed_with), every other setting must be the run's",
+        "continue from the last checkpoint in --out (ckpt.pt; ckpt.prev.pt holds the one before), "
+        "keeping the methods and seeds that finished; --lr and --min-lr may change (recorded in "
+        "metrics.json as resumed_with), and so may --method, --compile, --ckpt-every, "
+        "--eval-every and --device; every other setting must be the run's",
+    )
+    overwrite: bool = option(
+        False,
+        "start over in an --out that holds this run's checkpoints (they are removed); without it "
+        "or --resume such a run is refused, so that a forgotten --resume loses nothing",
     )
     block: int = option(
         -1, "train only this block and save it to its own file (-1: all; under torchrun: RANK)"
@@ -89,7 +97,8 @@ class BaseConfig:
     compile: bool = option(
         False,
         "torch.compile each trained network (opt-in: compiling takes minutes, then steps "
-        "run faster on a GPU; the same losses)",
+        "run faster on a GPU; the same losses; its time is reported as compile_seconds, apart "
+        "from train_seconds)",
     )
 
 
@@ -155,7 +164,7 @@ AT_LEAST = dict(
     guidance=0,
 )
 # lo <= value < hi
-IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema=(0, 1))
+IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema_std=(0, 0.25))
 
 
 def check_numbers(cfg):
@@ -199,6 +208,7 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
     parser = argparse.ArgumentParser(
         description=sys.modules["__main__"].__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # every flag written out: resume_command rewrites the command line
     )
     for f in dataclasses.fields(config_class):
         # argparse formats %
@@ -254,74 +264,114 @@ def parse_config(config_class, presets, methods, argv=None, check=None):
         f"{script}-{cfg.dataset.replace(':', '_').replace('/', '_')}"
         f"-{time.strftime('%Y%m%d-%H%M%S')}",
     )
-    check_out(cfg, script)
+    check_out(cfg, script, methods)
     COMMAND.update(script=script + ".py", argv=argv, out=cfg.out)
     return cfg
 
 
 # may differ within one --out
-RUN_FIELDS = ("method", "resume", "block", "assemble", "seed", "seeds", "out")
+RUN_FIELDS = ("method", "resume", "overwrite", "block", "assemble", "seed", "seeds", "out")
 # May change on --resume, e.g. to continue after a divergence: they scale the remaining updates,
 # while --steps or --warmup would move the run along its schedule and break the compute matching of
 # the methods.
 RESUME_FIELDS = ("lr", "min_lr")
+# May change on --resume and --assemble: when and where the run computes, not what it computes.
+HARMLESS_FIELDS = ("compile", "ckpt_every", "eval_every", "device")
 # the script, its flags and --out, as parsed: resume_command continues the run from them
 COMMAND = {}
 
 
-def resume_command(**changes):
-    """The command line that continues this run from its checkpoints in --out, with `changes`
-    (field: value)."""
+def resume_command(cfg, method, **changes):
+    """The command line that continues `method` at seed cfg.seed from its checkpoint in cfg.out,
+    with `changes` (field: value); for a variant of a study, the study's own command with
+    --resume."""
     flags = {"--" + key.replace("_", "-"): f"{value:g}" for key, value in changes.items()}
+    study = type(cfg).__module__ != "__main__"  # a study runs a task script's Config
+    dropped = {"--out", *flags} | (set() if study else {"--seeds", "--seed", "--method", "--block"})
     argv, words = [], iter(COMMAND.get("argv", []))
     for word in words:
         name = word.split("=")[0]
-        if name in ("--out", *flags) and "=" not in word:
+        if name in dropped and "=" not in word:
             next(words, None)  # drop the flag's value too
-        if name not in ("--out", "--resume", "--no-resume", *flags):
+        if name not in (*dropped, "--resume", "--no-resume", "--overwrite", "--no-overwrite"):
             argv.append(word)
-    if "RANK" in os.environ:  # torchrun: this process trains one block, which can continue alone
-        argv += ["--method", "diffusionblocks", "--block", os.environ["RANK"]]
-    argv += [
-        "--out",
-        COMMAND.get("out", "OUT"),
-        "--resume",
-        *(w for flag in flags.items() for w in flag),
-    ]
+    if not study:  # this method and seed alone, in their own folder
+        argv += ["--method", method, "--seed", str(cfg.seed)]
+        argv += ["--block", str(cfg.block)] if cfg.block >= 0 else []
+    argv += ["--out", COMMAND.get("out", "OUT") if study else cfg.out, "--resume"]
+    argv += [w for flag in flags.items() for w in flag]
     return shlex.join(["python", COMMAND.get("script", os.path.basename(sys.argv[0])), *argv])
 
 
-def check_out(cfg, script):
-    """--out must be a writable folder, and the metrics.json already there (or in its seed<s>
-    folders) must come from this script with the same settings (but RUN_FIELDS): runs are merged
-    there, never mixed."""
+def checkpoint_paths(run_dir, block=-1):
+    """(the checkpoint, the one before it) of a method's run folder; with --block b, block b's."""
+    path = os.path.join(run_dir, f"block{block}.ckpt.pt" if block >= 0 else "ckpt.pt")
+    return path, path.replace("ckpt.pt", "ckpt.prev.pt")
+
+
+def refuse_to_overwrite(cfg, paths):
+    """One-line error (exit 2) when a run that neither resumes nor overwrites would write over one
+    of `paths`; with --overwrite they are removed."""
+    for path in paths:
+        if os.path.exists(path) and not cfg.resume:
+            if not cfg.overwrite:
+                fail(
+                    f"--out {cfg.out}: {path} holds a run of these settings; add --resume to "
+                    "continue it, or --overwrite to start over"
+                )
+            os.remove(path)
+
+
+def read_json(path):
+    """A JSON file written by this project, or a one-line error (exit 2) when it is not one."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read {path} ({type(e).__name__}); remove it, or move it out of --out")
+
+
+def check_out(cfg, script, methods):
+    """--out must be a writable folder; the metrics.json already there (or in its seed<s> folders)
+    must come from this script with the same settings (but RUN_FIELDS; on --resume and --assemble
+    also RESUME_FIELDS and HARMLESS_FIELDS): runs are merged there, never mixed; and the
+    checkpoints of the methods to train there are kept unless --resume or --overwrite."""
     try:
         os.makedirs(cfg.out, exist_ok=True)
     except OSError as e:
         fail(f"--out {cfg.out}: cannot create this folder ({e.strerror})")
     if not os.access(cfg.out, os.W_OK):
         fail(f"--out {cfg.out}: the folder is not writable")
+    if cfg.resume and cfg.overwrite:
+        fail("--resume continues the run in --out and --overwrite starts it over: choose one")
     seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
-    for path in [os.path.join(cfg.out, "metrics.json")] + [
-        os.path.join(cfg.out, f"seed{s}", "metrics.json") for s in seeds
-    ]:
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            old = json.load(f)
-        if old.get("script") != script + ".py":
-            fail(
-                f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; use "
-                "another --out"
+    runs = [os.path.join(cfg.out, f"seed{s}") for s in seeds] or [cfg.out]
+    free = RUN_FIELDS + (RESUME_FIELDS + HARMLESS_FIELDS if cfg.resume or cfg.assemble else ())
+    for run in runs:
+        path = os.path.join(run, "metrics.json")
+        if os.path.exists(path):
+            old = read_json(path)
+            if old.get("script") != script + ".py":
+                fail(
+                    f"--out {cfg.out}: {path} comes from {old.get('script')}, not {script}.py; "
+                    "use another --out"
+                )
+            refuse_other_settings(
+                old.get("config", {}),
+                cfg,
+                free,
+                f"--out {cfg.out}: {path}",
+                "; use another --out (or remove the folder) to keep runs of different settings "
+                "apart",
             )
-        free = RUN_FIELDS + (RESUME_FIELDS if cfg.resume else ())
-        refuse_other_settings(
-            old.get("config", {}),
-            cfg,
-            free,
-            f"--out {cfg.out}: {path}",
-            "; use another --out (or remove the folder) to keep runs of different settings apart",
-        )
+        if cfg.block >= 0:  # this block's checkpoint and its file for --assemble
+            block_file = os.path.join(run, f"block{cfg.block}.pt")
+            paths = [*checkpoint_paths(os.path.join(run, "diffusionblocks"), cfg.block), block_file]
+        elif not cfg.assemble:
+            chosen = methods if cfg.method == "all" else [cfg.method]
+            paths = [p for m in chosen for p in checkpoint_paths(os.path.join(run, m))]
+        if not cfg.assemble and not cfg.overwrite:  # --overwrite removes them when a run starts
+            refuse_to_overwrite(cfg, paths)
 
 
 def refuse_other_settings(saved, cfg, free, source, advice=""):
@@ -439,13 +489,41 @@ def lr_at(cfg, progress):
     return cosine_lr(progress, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
-def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: a killed run never leaves a half-written
-    file."""
+def _replace_atomic(path, write):
+    """write(tmp) to a temporary file of its own beside `path`, then rename it to `path`: a killed
+    run never leaves a half-written file, and processes that write the same path never share one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_atomic(obj, path):
+    """torch.save, atomically (_replace_atomic)."""
+    _replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json(obj, path):
+    """json.dump, atomically (_replace_atomic)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+    _replace_atomic(path, write)
+
+
+def to_device(t, device):
+    """A CPU tensor on `device`; to CUDA from pinned memory without blocking, so the host never
+    waits for the GPU to fetch a batch."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _get_state(obj):
@@ -457,12 +535,13 @@ def _set_state(obj, state):
 
 
 def global_rng_state():
-    """The global random streams (torch CPU and CUDA, numpy) that augmentations draw from, for exact
-    --resume."""
+    """The global random streams (torch CPU, numpy, and the current CUDA device's: each torchrun
+    process has its own GPU) that augmentations draw from, for exact --resume."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if cuda else None,
     }
 
 
@@ -470,8 +549,8 @@ def set_global_rng_state(state):
     """Restore what global_rng_state saved."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.is_tensor(state["cuda"]):
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 # iterations between reading the losses back from an accelerator (on a CPU: every iteration)
@@ -484,59 +563,69 @@ class Loop:
         loop = common.Loop(cfg, run_dir, iters, state, desc, layers_per_iter)  # --resume: loaded
         for it in loop:                  # it = 0 .. iters − 1 (from the checkpoint's on --resume)
             ...                          # the script's training step
-            loop.record(loss)            # the iteration's time ends; losses read back now and then
+            loop.record(loss, grad_norm) # the iteration's time ends; both read back now and then
             if loop.every(cfg.eval_every):
                 loop.log(evaluate(...))  # a point of the learning curve (and of curve.jsonl)
             if loop.every(cfg.ckpt_every):
-                loop.checkpoint()        # atomic; only when every loss before it was finite
+                loop.checkpoint()        # atomic; ckpt.prev.pt keeps the one before
 
     `state` maps names to models, optimizers, EMAs (`Many`) and generators; a checkpoint holds them,
     the global random state, the iteration, the curve, the training time and cfg, which --resume
-    must match (but RESUME_FIELDS, whose changes go to stats["resumed_with"]): a resumed run repeats
-    the uninterrupted one exactly. Losses stay on the device and are read back every SYNC_EVERY
-    iterations (each one on a CPU), so the host never waits for an accelerator each step; a
-    non-finite one stops the run before any checkpoint holds it, with the command that continues
-    from the last good one. With --block b the checkpoint is block<b>.ckpt.pt, so the blocks of one
-    --out can train in separate processes.
+    must match (but RESUME_FIELDS, whose changes go to stats["resumed_with"], and HARMLESS_FIELDS):
+    a resumed run repeats the uninterrupted one exactly. A run that does not resume refuses to
+    start over a checkpoint (unless --overwrite). Losses and gradient norms stay on the device and
+    are read back every SYNC_EVERY iterations (each one on a CPU), and always before a checkpoint,
+    an evaluation or the end, so the host never waits for an accelerator each step; a non-finite
+    one, or a non-finite weight, stops the run before anything saves or evaluates it, with the
+    command that continues from the last good checkpoint. With --block b the checkpoint is
+    block<b>.ckpt.pt, so the blocks of one --out can train in separate processes. With --compile,
+    the iterations that compiled a graph count as compile_seconds, not train_seconds.
     """
 
     def __init__(self, cfg, run_dir, iters, state, desc, layers_per_iter):
         self.cfg, self.iters, self.state, self.layers_per_iter = cfg, iters, state, layers_per_iter
-        self.desc = desc + (str(cfg.block) if cfg.block >= 0 else "")
-        self.path = os.path.join(
-            run_dir, f"block{cfg.block}.ckpt.pt" if cfg.block >= 0 else "ckpt.pt"
-        )
+        self.method, self.desc = desc, desc + (str(cfg.block) if cfg.block >= 0 else "")
+        self.path, self.prev_path = checkpoint_paths(run_dir, cfg.block)
+        self.device = next(state["model"].parameters()).device
         self.stats = {"iter": 0, "train_seconds": 0.0, "curve": [], "losses": []}
-        self.saved_iter, self.pending = None, []  # (iteration, loss still on the device)
-        if cfg.resume and os.path.exists(self.path):
+        self.saved_iter, self.pending = None, []  # (iteration, loss, gradient norm) on the device
+        if cfg.resume and (os.path.exists(self.path) or os.path.exists(self.prev_path)):
             self._resume()
         elif cfg.resume:
             print(f"--resume: no checkpoint at {self.path}, starting from iteration 0")
+        else:
+            refuse_to_overwrite(cfg, [self.path, self.prev_path])
         self.curve_path = self.path.replace("ckpt.pt", "curve.jsonl")
         os.makedirs(os.path.dirname(self.curve_path) or ".", exist_ok=True)
         with open(self.curve_path, "w") as f:  # the curve up to where this run starts
             f.writelines(json.dumps(point) + "\n" for point in self.stats["curve"])
         if cfg.compile:
+            self.stats.setdefault("compile_seconds", 0.0)
+            self.graphs = _compiled_graphs() - self.stats.setdefault("compiled_graphs", 0)
             for part in blocks_of(state["model"]):
-                # in place: the state dict keeps its names, so checkpoints do not depend on it
-                part.compile()
+                # in place: the state dict keeps its names, so checkpoints do not depend on it;
+                # the tests set DB_COMPILE_BACKEND=aot_eager (Dynamo's graphs, no code generation)
+                part.compile(backend=os.environ.get("DB_COMPILE_BACKEND", "inductor"))
 
     def _resume(self):
-        saved = load_saved(
-            self.path, self.cfg, ("resume", "out", "seeds", *RESUME_FIELDS), "--resume"
-        )
+        path = self.path if os.path.exists(self.path) else self.prev_path  # killed mid-rotation
+        free = ("resume", "overwrite", "out", "seeds", "method", *RESUME_FIELDS, *HARMLESS_FIELDS)
+        saved = load_saved(path, self.cfg, free, "--resume")
         if "rng" not in saved:
             fail(
-                f"--resume: {self.path} holds no random state (an older version wrote it), so the "
-                "run could "
-                "not continue exactly; remove it to start over"
+                f"--resume: {path} holds no random state (an older version wrote it), so the run "
+                "could not continue exactly; remove it to start over"
             )
         missing = [name for name in self.state if name not in saved["state"]]
         if missing:
             fail(
-                f"--resume: {self.path} holds no {missing[0]} (an older version wrote it); remove "
-                "it to start "
-                "over"
+                f"--resume: {path} holds no {missing[0]} (an older version wrote it); remove it "
+                "to start over"
+            )
+        if saved.get("device", self.device.type) != self.device.type:
+            fail(
+                f"--resume: {path} was trained on {saved['device']}, here {self.device.type}: "
+                f"its random streams are that device's; resume with --device {saved['device']}"
             )
         for name, obj in self.state.items():
             _set_state(obj, saved["state"][name])
@@ -553,7 +642,7 @@ class Loop:
                 {"iter": self.stats["iter"], **changed}
             )
         print(
-            f"resumed {self.path} at iteration {self.stats['iter']}"
+            f"resumed {path} at iteration {self.stats['iter']}"
             + "".join(f", {k} {old:g} → {new:g}" for k, (old, new) in changed.items())
         )
 
@@ -567,15 +656,23 @@ class Loop:
         )
         for it in self.bar:
             self.t0 = time.perf_counter()
+            self.graphs_before = _compiled_graphs()
             yield it
         self.read_losses()
         self.bar.close()
 
-    def record(self, loss):
-        """The iteration's loss (a tensor, possibly on the device): ends its timing."""
-        self.stats["train_seconds"] += time.perf_counter() - self.t0
+    def record(self, loss, grad_norm=None):
+        """The iteration's loss and gradient norm (tensors, possibly on the device): ends its
+        timing."""
+        seconds = time.perf_counter() - self.t0
+        if self.cfg.compile and _compiled_graphs() > self.graphs_before:  # it compiled a graph
+            self.stats["compile_seconds"] += seconds
+        else:
+            self.stats["train_seconds"] += seconds
+        if self.cfg.compile:
+            self.stats["compiled_graphs"] = _compiled_graphs() - self.graphs
         self.stats["iter"] += 1
-        self.pending.append((self.stats["iter"] - 1, loss))
+        self.pending.append((self.stats["iter"] - 1, loss, grad_norm))
         if (
             not torch.is_tensor(loss)
             or loss.device.type == "cpu"
@@ -596,36 +693,51 @@ class Loop:
         return due
 
     def read_losses(self):
-        """Read the pending losses back (waits for the device); a non-finite one stops the run,
-        saving nothing."""
+        """Read the pending losses and gradient norms back (waits for the device), and check the
+        weights: anything non-finite stops the run, saving nothing."""
+        if not self.pending:
+            return
         t0 = time.perf_counter()
-        losses = [float(loss) for _, loss in self.pending]
+        pending = [(it, float(loss), 0.0 if g is None else float(g)) for it, loss, g in self.pending]
+        finite_weights = bool(
+            torch.stack([p.isfinite().all() for p in self.state["model"].parameters()]).all()
+        )
         self.stats["train_seconds"] += time.perf_counter() - t0
-        for (it, _), loss in zip(self.pending, losses):
+        for it, loss, norm in pending:
             if not math.isfinite(loss):
-                kept = (
-                    f"the last checkpoint, {self.path} at iteration {self.saved_iter}, holds "
-                    "finite steps "
-                    "only"
-                    if self.saved_iter is not None
-                    else "no checkpoint was written before it"
-                )
-                lower = self.cfg.lr / 10
-                self.bar.close()
-                fail(
-                    f"loss became {loss} at iteration {it} ({self.desc}); {kept}. Continue with a "
-                    "lower "
-                    "learning rate: "
-                    f"{resume_command(lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
-                    status=1,
-                )
-        self.stats["losses"] += losses
+                self.stop(f"loss became {loss} at iteration {it}")
+            if not math.isfinite(norm):
+                self.stop(f"the gradient norm became {norm} at iteration {it} (loss {loss:.4g})")
+        if not finite_weights:
+            self.stop(f"a weight became non-finite by iteration {pending[-1][0]}")
+        self.stats["losses"] += [loss for _, loss, _ in pending]
         self.pending.clear()
+
+    def stop(self, what):
+        """Exit 1 with one line: what went wrong, and the command that continues this method and
+        seed from the last checkpoint (all of whose steps were finite) at a lower learning rate."""
+        kept = (
+            f"the last checkpoint, {self.path} at iteration {self.saved_iter}, holds finite steps "
+            "only"
+            if self.saved_iter is not None
+            else "no checkpoint was written before it"
+        )
+        lower = self.cfg.lr / 10
+        self.bar.close()
+        fail(
+            f"{what} ({self.desc}); {kept}. Later, the run's own command with --resume finishes "
+            "the other methods and seeds, keeping those that finished. Continue this one with a "
+            f"lower learning rate: "
+            f"{resume_command(self.cfg, self.method, lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
+            status=1,
+        )
 
     def log(self, metrics):
         """Append {iter, layer_updates, train_seconds, **metrics} to the learning curve and to
         curve.jsonl."""
         self.read_losses()
+        if self.cfg.compile:  # the evaluation's graphs too
+            self.stats["compiled_graphs"] = _compiled_graphs() - self.graphs
         n = self.stats["iter"]
         self.stats["curve"].append(
             {
@@ -642,19 +754,27 @@ class Loop:
         )
 
     def checkpoint(self):
-        """Save `state`, the random streams, the stats and cfg atomically to the run's
-        checkpoint."""
+        """Save `state`, the random streams, the stats and cfg atomically to the run's checkpoint;
+        the one before becomes ckpt.prev.pt."""
         self.read_losses()
-        save_atomic(
-            {
-                "state": {name: _get_state(obj) for name, obj in self.state.items()},
-                "rng": global_rng_state(),
-                "stats": self.stats,
-                "config": dataclasses.asdict(self.cfg),
-            },
-            self.path,
-        )
+        state = {
+            "state": {name: _get_state(obj) for name, obj in self.state.items()},
+            "rng": global_rng_state(),
+            "stats": self.stats,
+            "config": dataclasses.asdict(self.cfg),
+            "device": self.device.type,
+        }
+        if os.path.exists(self.path):
+            os.replace(self.path, self.prev_path)
+        save_atomic(state, self.path)
         self.saved_iter = self.stats["iter"]
+
+
+def _compiled_graphs():
+    """Graphs torch.compile has made in this process so far (Dynamo's counter)."""
+    if "torch._dynamo" not in sys.modules:  # nothing compiled yet
+        return 0
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 class Many:
@@ -671,20 +791,28 @@ class Many:
             item.load_state_dict(state)
 
 
-class EMA:
-    """Exponential moving average of a module's parameters (DiT, EDM): θ_ema ← d·θ_ema + (1 − d)·θ
-    after each of its updates, with d = min(decay, (1 + n)/(10 + n)) at the n-th, a warm-up that
-    forgets the initial weights."""
+def ema_gamma(std):
+    """The exponent γ of a power-function EMA whose profile has relative std σ_rel = `std`: the
+    largest root of σ_rel² = (γ+1) / ((γ+2)²(γ+3)) (EDM2, Karras et al. 2024, §3.1)."""
+    t = std**-2
+    return float(max(r.real for r in np.roots([1, 7, 16 - t, 12 - t]) if abs(r.imag) < 1e-9))
 
-    def __init__(self, module, decay):
-        self.module, self.decay, self.updates = module, decay, 0
+
+class EMA:
+    """Power-function EMA of a module's parameters (EDM2, Karras et al. 2024, §3.1): after its t-th
+    update θ_ema ← β_t·θ_ema + (1 − β_t)·θ, β_t = (1 − 1/t)^(γ+1). It weighs the weights after
+    update s ∝ s^γ, an average over the last part of the updates so far whose std is σ_rel (`std`)
+    of their number, whatever the run's length; the initial weights get no weight."""
+
+    def __init__(self, module, std):
+        self.module, self.std, self.gamma, self.updates = module, std, ema_gamma(std), 0
         self.params = [p.detach().clone() for p in module.parameters()]
 
     @torch.no_grad()
     def update(self):
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.params, [p.detach() for p in self.module.parameters()], 1 - d)
+        beta = (1 - 1 / self.updates) ** (self.gamma + 1)
+        torch._foreach_lerp_(self.params, [p.detach() for p in self.module.parameters()], 1 - beta)
 
     def state_dict(self):
         return {"params": self.params, "updates": self.updates}
@@ -763,6 +891,7 @@ def save_block(cfg, model, memory, stats, iters, ema=None):
             "seconds_per_iter": stats["train_seconds"] / iters,
             "iters": iters,
             "train_seconds": stats["train_seconds"],
+            **{k: stats[k] for k in ("resumed_with",) if k in stats},
             "config": dataclasses.asdict(cfg),
         },
         os.path.join(cfg.out, f"block{cfg.block}.pt"),
@@ -787,7 +916,8 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
         load_saved(
             p,
             cfg,
-            ("block", "assemble", "resume", "out", "seeds", *RESUME_FIELDS),
+            ("block", "assemble", "resume", "overwrite", "out", "seeds", *RESUME_FIELDS,
+             *HARMLESS_FIELDS),
             "--assemble",
             device,
         )
@@ -809,6 +939,9 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
         "gamma": cfg.gamma,
         "partition": cfg.partition,
     }
+    resumed = {f"block{b}": s["resumed_with"] for b, s in enumerate(saved) if "resumed_with" in s}
+    if resumed:  # a block resumed at another --lr
+        result["resumed_with"] = resumed
     metrics = write_metrics(cfg, script, "assembled", result, device)
     print_table(metrics["methods"], headline)
     return metrics
@@ -824,10 +957,7 @@ def write_metrics(cfg, script, method, result, device):
     device, torch, python: its bundled pydoc text differs between releases, config) and one entry
     per method."""
     path = os.path.join(cfg.out, "metrics.json")
-    metrics = {"methods": {}}
-    if os.path.exists(path):
-        with open(path) as f:
-            metrics = json.load(f)
+    metrics = read_metrics(cfg.out) or {"methods": {}}
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
     metrics.update(
         script=script,
@@ -840,10 +970,25 @@ def write_metrics(cfg, script, method, result, device):
         config=config,
     )
     metrics["methods"][method] = result
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=1)
+    write_json(metrics, path)
     return metrics
+
+
+def read_metrics(out):
+    """--out/metrics.json's content ({} when there is none)."""
+    path = os.path.join(out, "metrics.json")
+    return read_json(path) if os.path.exists(path) else {}
+
+
+def methods_to_run(cfg, methods):
+    """The methods --method picks; with --resume, only those that --out/metrics.json does not hold
+    yet: the methods that finished are kept, not trained or evaluated again."""
+    done = read_metrics(cfg.out).get("methods", {}) if cfg.resume else {}
+    for method in methods if cfg.method == "all" else [cfg.method]:
+        if method in done:
+            print(f"{method}: finished, kept from {cfg.out}/metrics.json")
+        else:
+            yield method
 
 
 def method_result(stats, memory, extra):
@@ -858,7 +1003,7 @@ def method_result(stats, memory, extra):
         "train_seconds": stats["train_seconds"],
         **extra,
         "curve": stats["curve"],
-        **{k: stats[k] for k in ("resumed_with",) if k in stats},
+        **{k: stats[k] for k in ("resumed_with", "compile_seconds", "compiled_graphs") if k in stats},
     }
 
 
@@ -878,8 +1023,7 @@ def write_study(cfg, script, runs, name, table, **extra):
         **extra,
         "methods": runs,
     }
-    with open(os.path.join(cfg.out, f"{name}.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, os.path.join(cfg.out, f"{name}.json"))
     return result
 
 
@@ -935,8 +1079,7 @@ def summarize_seeds(runs, out):
                 }
     summary = {k: v for k, v in runs[0].items() if k not in ("methods", "seed")}
     summary.update(seeds=[r["seed"] for r in runs], methods=methods)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(summary, os.path.join(out, "summary.json"))
     return summary
 
 

@@ -750,8 +750,17 @@ def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
     per parameter, not (N, n, 6D); each slot's six modulation vectors (cz: (N, m, D), its own σ) are
     copied out of the AdaLN output, so that output is not kept for backward; in the `last` layer the
     clean tokens only give keys and values (their outputs are never read). → (hz, hc) after the
-    layer, hc None when `last`.
+    layer, hc None when `last`. With the layer's `checkpoint`, backward recomputes it from its
+    inputs, as AdaLNZeroLayer.forward does.
     """
+    if layer.checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(
+            _two_stream_layer, layer, hz, cz, hc, c_clean, mask, last, use_reentrant=False
+        )
+    return _two_stream_layer(layer, hz, cz, hc, c_clean, mask, last)
+
+
+def _two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
     m, N, D = hz.shape[1], hz.shape[0], hz.shape[2]
     # 6 × (N, m, D), copied out
     modulation_z = (v.contiguous() for v in layer.adaLN(cz).chunk(6, -1))

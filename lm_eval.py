@@ -204,7 +204,7 @@ class Corpus:
     train: torch.Tensor  # (S_train, window) training windows at every offset
     test: torch.Tensor  # (S_test, window) test windows with non-overlapping targets
     test_eval: torch.Tensor  # (S_eval, window) the first --eval-sequences of them
-    judge: CharNgram  # Witten–Bell character n-gram of the training split
+    judge: CharNgram  # Witten–Bell character n-gram of the training split (None with --block)
     split: str  # "test", or "val" under --validation: the prefix of the metrics
     device: torch.device
 
@@ -215,9 +215,8 @@ class Corpus:
     def batch(self, size, generator):
         """`size` training windows drawn uniformly with `generator`: (size, window) on the
         device."""
-        return self.train[torch.randint(len(self.train), (size,), generator=generator)].to(
-            self.device
-        )
+        windows = self.train[torch.randint(len(self.train), (size,), generator=generator)]
+        return common.to_device(windows, self.device)
 
 
 def text_corpus(cfg, window, device):
@@ -230,7 +229,8 @@ def text_corpus(cfg, window, device):
         train,
         test,
         test_eval,
-        CharNgram(data["train"], len(data["chars"]), cfg.judge_order),
+        # --block b only trains: --assemble evaluates
+        CharNgram(data["train"], len(data["chars"]), cfg.judge_order) if cfg.block < 0 else None,
         split,
         device,
     )

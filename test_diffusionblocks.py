@@ -146,8 +146,12 @@ def test_mean_loss_weight_matches_numerical_integration():
         u = np.linspace(math.log(lo), math.log(hi), 400_001)
         density = np.exp(-((u - db.P_MEAN) ** 2) / (2 * db.P_STD**2))
         weight = 4 + np.exp(-2 * u)
+
+        def trapezoid(f):  # by hand: np.trapezoid needs numpy 2, requirements.txt allows 1.24
+            return float(((f[1:] + f[:-1]) / 2 * np.diff(u)).sum())
+
         assert db.mean_loss_weight(lo, hi) == pytest.approx(
-            np.trapezoid(weight * density, u) / np.trapezoid(density, u), rel=1e-6
+            trapezoid(weight * density) / trapezoid(density), rel=1e-6
         )
 
 

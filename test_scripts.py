@@ -4,9 +4,11 @@ seconds.
 Run: python -m pytest -q test_scripts.py      (about 6 of the full suite's 8 minutes, 2-core CPU)
 """
 
+import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -123,10 +125,28 @@ def test_vit_smoke_trains_all_methods_and_one_block_uses_less_memory(tmp_path):
     for r in methods.values():
         assert 0 <= r["test_acc"] <= 1 and r["train_memory_bytes"] > 0 and r["seconds_per_iter"] > 0
     bp, dbk = methods["backprop"], methods["diffusionblocks"]
-    # compute matching: every block gets N updates
-    assert dbk["iters"] == dbk["blocks"] * bp["iters"]
-    parts = ("parameters", "gradients", "optimizer_state", "activations")
-    assert dbk["train_memory_bytes"] == sum(dbk["train_memory"][p] for p in parts)
+    # compute matching: B·N iterations, each block drawn uniformly, so N updates per block in
+    # expectation (Binomial(B·N, 1/B), std 4.5 at N = 30), counted by each block's AdamW
+    assert dbk["iters"] == dbk["blocks"] * bp["iters"] == 90
+    saved = torch.load(out / "diffusionblocks" / "ckpt.pt", weights_only=False)
+    updates = [int(opt["state"][0]["step"]) for opt in saved["state"]["opts"]]
+    assert sum(updates) == 90 and all(abs(u - 30) < 5 * 4.5 for u in updates), updates
+    local = torch.load(out / "local" / "ckpt.pt", weights_only=False)["state"]["opts"]
+    assert [int(opt["state"][0]["step"]) for opt in local] == [30, 30, 30]  # piece after piece
+    # memory against the parameter count of what a step trains: fp32 weights, as many gradient
+    # bytes, AdamW's two moments and a 4-byte step counter per tensor
+    sys.path.insert(0, HERE)
+    from train_vit import Config, PRESETS, build_model
+
+    cfg = Config(**PRESETS["smoke"])
+    for method, r in methods.items():
+        model = build_model(cfg, method, 8, 1, 10)
+        block = max(getattr(model, "blocks", [model]), key=lambda b: sum(1 for _ in b.parameters()))
+        params = [p for p in block.parameters()]
+        nbytes = 4 * sum(p.numel() for p in params)
+        memory = r["train_memory"]
+        assert memory["parameters"] == memory["gradients"] == nbytes, method
+        assert memory["optimizer_state"] == 2 * nbytes + 4 * len(params), method
     # one block of the three
     assert dbk["train_memory"]["parameters"] < bp["train_memory"]["parameters"]
     # the read-out study is study_vit.py's, not the script's
@@ -260,17 +280,23 @@ def test_vit_blocks_trained_in_separate_processes_or_under_torchrun_assemble(tmp
 
 
 def test_vit_resume_checks_the_settings_and_the_checkpoint(tmp_path):
-    """--resume with the run's settings continues from its checkpoint (here: the last one, nothing
-    left to do); with other settings, from a corrupt checkpoint, or another run's block files:
-    one-line errors, exit 2."""
+    """--resume with the run's settings keeps a method that finished (its metrics.json entry), and
+    continues one that did not from its checkpoint (here: the last one, nothing left to do); with
+    other settings, from a corrupt checkpoint, or another run's block files: one-line errors,
+    exit 2."""
     args = ["train_vit.py", "--preset", "smoke", "--method", "backprop", "--out", str(tmp_path)]
     assert run_script(*args).returncode == 0
-    before = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
+    before = (tmp_path / "metrics.json").read_text()
+    result = run_script(*args, "--resume")
+    assert result.returncode == 0 and "backprop: finished, kept" in result.stdout
+    assert (tmp_path / "metrics.json").read_text() == before
+    (tmp_path / "metrics.json").unlink()  # as if the run had stopped before writing it
     result = run_script(*args, "--resume")
     assert result.returncode == 0 and "resumed" in result.stdout + result.stderr, result.stderr[
         -2000:
     ]
     after = json.loads((tmp_path / "metrics.json").read_text())["methods"]["backprop"]
+    before = json.loads(before)["methods"]["backprop"]
     assert after["curve"] == before["curve"] and after["test_acc"] == before["test_acc"]
     (tmp_path / "metrics.json").unlink()  # the checkpoint itself must also refuse other settings
     # --lr and --min-lr may change (test_long_runs.py)
@@ -576,6 +602,34 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
         assert torch.allclose(net(z, c_noise[:, :m], x), expected, atol=1e-5), m
 
 
+def test_lm_ar_two_stream_checkpointing_gives_the_same_gradients_from_fewer_saved_bytes():
+    """checkpoint=True in the AR block (db.checkpoint_layers): its two-stream layers are recomputed
+    in backward, so a step gives the plain step's gradients while autograd saves fewer bytes
+    (db.training_memory); the flag once did nothing there."""
+    sys.path.insert(0, HERE)
+    import diffusionblocks as db
+    from train_lm import CausalLM
+
+    torch.manual_seed(0)
+    net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
+    with torch.no_grad():
+        for p in net.parameters():  # wake every zero-initialised weight
+            p.normal_(0, 0.3)
+    x, z, c_noise = torch.randint(11, (4, 6)), torch.randn(4, 6, 8), torch.randn(4, 6)
+    saved, grads = [], []
+    for enabled in (False, True):
+        db.checkpoint_layers(net, enabled)
+        net.zero_grad()
+        step = lambda: net(z, c_noise, x).square().mean().backward()  # noqa: E731
+        saved.append(db.training_memory(step, net.parameters(), torch.optim.SGD(net.parameters()))[
+            "activations"
+        ])
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert saved[1] < 0.7 * saved[0], saved
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)
+
+
 def test_lm_mdm_elbo_of_the_uniform_model_is_log2_vocabulary():
     """A predictor that outputs the uniform distribution over V characters costs exactly log2 V bits
     per character."""
@@ -796,23 +850,34 @@ def test_huginn_study_runs_the_validation_variants(tmp_path):
 
 
 def test_huginn_layer_counter_iteration_sampler_and_causality():
-    """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step); K's
+    """Counted layer calls = 2 + 4K + 2 (baseline) and 2 + 6K (K Euler steps, coda each step), as
+    metrics.json's layer_evals_per_forward (prediction_layers) says; K's
     mean = --mean-iters within 5 standard errors of the closed form; the denoiser at position i
     depends on tokens and states ≤ i only."""
     sys.path.insert(0, HERE)
-    from train_huginn import Config, RecurrentDepthLM, build_model, huginn_iters, next_token_logits
+    from train_huginn import (
+        Config,
+        RecurrentDepthLM,
+        build_model,
+        huginn_iters,
+        next_token_logits,
+        prediction_layers,
+    )
 
     torch.manual_seed(0)
     x = torch.randint(11, (2, 6))
+    cfg = Config(width=16, heads=2, seq_len=6)
     net = RecurrentDepthLM(vocab=11, width=16, heads=2, seq_len=6)
-    container = build_model(Config(width=16, heads=2, seq_len=6), "diffusionblocks", 11)
+    container = build_model(cfg, "diffusionblocks", 11)
     for K in (1, 3, 5):
-        for model, expected in ((net, 2 + 4 * K + 2), (container, 2 + 6 * K)):
+        for model, method, expected in (
+            (net, "bptt", 2 + 4 * K + 2),
+            (container, "diffusionblocks", 2 + 6 * K),
+        ):
             before = (model.blocks[0] if model is container else model).layer_evals
             next_token_logits(model, x, K)
-            assert (
-                model.blocks[0] if model is container else model
-            ).layer_evals - before == expected
+            counted = (model.blocks[0] if model is container else model).layer_evals - before
+            assert counted == expected == prediction_layers(cfg, method, K)
     mean, draws = 8, [huginn_iters(8, torch.Generator().manual_seed(s)) for s in range(4000)]
     # K − 1 ~ Poisson(λ), λ = (mean − 1)·LogNormal(−σ²/2, σ): Var K = E λ + Var λ = 7 + 49·(e^{σ²} −
     # 1), σ = 0.5
@@ -923,9 +988,16 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(
 @pytest.mark.parametrize(
     "script", ["train_vit.py", "train_dit.py", "train_lm.py", "train_huginn.py", "benchmark.py"]
 )
-def test_help_lists_the_flags(script):
-    """-h prints every flag's help (a '%' in a help text once made argparse crash) and exits 0."""
+def test_help_lists_every_flag(script):
+    """-h exits 0 (a '%' in a help text once made argparse crash) and names every field of the
+    script's Config as a flag; benchmark.py's, every flag its source adds."""
     result = run_script(script, "-h")
-    assert (
-        result.returncode == 0 and "--out" in result.stdout and "Traceback" not in result.stderr
-    ), result.stderr[-500:]
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-500:]
+    if script == "benchmark.py":
+        with open(os.path.join(HERE, script)) as f:
+            flags = re.findall(r'add_argument\(\s*"(--[a-z-]+)"', f.read())
+    else:
+        sys.path.insert(0, HERE)
+        config = __import__(script[:-3]).Config
+        flags = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(config)]
+    assert len(flags) > 8 and [flag for flag in flags if flag not in result.stdout] == []

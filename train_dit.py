@@ -11,7 +11,7 @@ alone; one block per sampling step).
 `fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance
 in the features of a small CNN classifier trained here on the training split (fid.py), comparable
 only between runs of this project on the same data. `fid_ema` and `test_denoise_loss_ema` are those
-of the EMA of the weights (--ema).
+of the EMA of the weights (--ema-std).
 """
 
 import dataclasses
@@ -74,14 +74,16 @@ class Config(common.BaseConfig):
         "training split",
         ["test", "train"],
     )
-    ema: float = common.option(
-        0.999,
-        "decay of the EMA of the weights (one per block), warmed up as "
-        "min(decay, (1 + n)/(10 + n)) at update n; 0: none (CPU-sized: chosen among "
-        "0.9, 0.97, 0.99, 0.999 on validation data, results/README.md; paper: 0.9999, DiT)",
+    ema_std: float = common.option(
+        0.1,
+        "σ_rel of the EMA of the weights, one per block (EDM2's power-function EMA: it "
+        "averages the last part of a block's updates so far, its std σ_rel of their number, at "
+        "any run length); 0: none. Chosen among 0.05, 0.1, 0.2 on validation data "
+        "(results/README.md); the paper preset keeps it (DiT's fixed decay 0.9999 would "
+        "average about 10,000 updates, all of that preset's 9,800 per block)",
     )
     validation: bool = common.option(
-        False, "evaluate on 20 % of the training split held out (to choose --ema)"
+        False, "evaluate on 20 % of the training split held out (to choose --ema-std)"
     )
     fid_classifier_steps: int = common.option(
         600, "training iterations of the feature CNN (cached under --data-dir)"
@@ -126,7 +128,6 @@ PRESETS = {
         fid="inception",
         fid_samples=10_000,
         fid_classifier_steps=5000,
-        ema=0.9999,
         eval_every=980,
         ckpt_every=980,
         curve_images=1000,
@@ -205,8 +206,8 @@ class Images:
     num_classes: int  # K; class K is the null class of classifier-free guidance
     flips: bool  # random horizontal flips (CIFAR)
     device: torch.device
-    features: object  # the feature network of `fid`: (n, C, H, W) in [-1, 1] -> (n, F)
-    reference_features: torch.Tensor  # (M, F): the --fid-reference split's
+    features: object  # the feature network of `fid`: (n, C, H, W) in [-1, 1] -> (n, F); None
+    reference_features: torch.Tensor  # (M, F): the --fid-reference split's; None with --block
 
 
 def check_config(cfg):
@@ -237,17 +238,21 @@ def load_data(cfg, device):
         f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
         f"{data['num_classes']} classes"
     )
-    features = (
-        feature_network(cfg, data, device) if cfg.fid == "classifier" else inception_network(device)
-    )
     x_test = to_unit(data["x_test"])
-    with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
-        reference = (
-            (to_unit(x) for x in data["x_train"].split(1000))
-            if cfg.fid_reference == "train"
-            else x_test.split(1000)
+    features = reference_features = None  # --block b only trains: --assemble evaluates
+    if cfg.block < 0:
+        features = (
+            feature_network(cfg, data, device)
+            if cfg.fid == "classifier"
+            else inception_network(device)
         )
-        reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
+        with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
+            reference = (
+                (to_unit(x) for x in data["x_train"].split(1000))
+                if cfg.fid_reference == "train"
+                else x_test.split(1000)
+            )
+            reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
     return Images(
         data["x_train"].to(device),
         data["y_train"].to(device),
@@ -265,13 +270,13 @@ def get_batch(cfg, data, generator):
     """(labels with --label-dropout of them replaced by the null class, images in [-1, 1]); random
     flips on CIFAR."""
     device = data.device
-    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
-    drop = (torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout).to(device)
+    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator)
+    drop = torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout
+    idx, drop = common.to_device(idx, device), common.to_device(drop, device)
     x = to_unit(data.x_train[idx])  # (batch, C, H, W)
     if data.flips:
-        x = torch.where(
-            (torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5).to(device), x.flip(3), x
-        )
+        flip = torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5
+        x = torch.where(common.to_device(flip, device), x.flip(3), x)
     return torch.where(drop, data.num_classes, data.y_train[idx]), x
 
 
@@ -367,7 +372,7 @@ def evaluate_ema(cfg, data, model, emas, run_dir):
     with common.averaged(emas):
         fid = final_evaluation(cfg, data, model, run_dir, "samples_ema.pt")["fid"]
         loss = test_denoise_loss(cfg, data, model)["test_denoise_loss"]
-    return {"fid_ema": fid, "test_denoise_loss_ema": loss, "ema": cfg.ema}
+    return {"fid_ema": fid, "test_denoise_loss_ema": loss, "ema_std": cfg.ema_std}
 
 
 def evaluate_assembled(cfg, data, model, emas):
@@ -433,7 +438,8 @@ def extras(cfg, model, per_block):
 
 
 def train_step(model, optimizers, batch, b, generator=None):
-    """One iteration that trains block b alone on batch = (labels, images); the loss, detached.
+    """One iteration that trains block b alone on batch = (labels, images) → the loss, detached,
+    and the gradient norm.
 
     Fig. 3: EDM's denoising loss of block b on its noise slice (Eq. 6, `db.DiffusionBlocks.loss`): σ
     drawn from the slice and ε from `generator`, the DiT conditioned on the labels. Backprop is the
@@ -445,9 +451,9 @@ def train_step(model, optimizers, batch, b, generator=None):
         loss = model.loss(labels, images, block=b, generator=generator)
     optimizers[b].zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.blocks[b].parameters(), 1.0)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.blocks[b].parameters(), 1.0)  # before clipping
     optimizers[b].step()
-    return loss.detach()
+    return loss.detach(), grad_norm
 
 
 def train(cfg, data, method, model, emas, run_dir):
@@ -481,10 +487,10 @@ def train(cfg, data, method, model, emas, run_dir):
         b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
         # one schedule over all the iterations
         common.set_lr(optimizers[b], common.lr_at(cfg, it / iters))
-        loss = train_step(model, optimizers, batch, b, noise)
+        loss, grad_norm = train_step(model, optimizers, batch, b, noise)
         if emas:  # each block's own EMA, updated when that block trains
             emas[b].update()
-        loop.record(loss)
+        loop.record(loss, grad_norm)
         if loop.every(cfg.eval_every):
             loop.log(test_denoise_loss(cfg, data, model, cfg.curve_images) if cfg.block < 0 else {})
         if loop.every(cfg.ckpt_every):
@@ -503,7 +509,7 @@ def run_method(cfg, data, method, run_dir, desc=None):
     model = build_model(cfg, method, H, C, data.num_classes).to(data.device)
     if method == "diffusionblocks":
         print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
-    emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
+    emas = [common.EMA(block, cfg.ema_std) for block in model.blocks] if cfg.ema_std else []
     trained = train(cfg, data, desc or method, model, emas, run_dir)
     if trained is None:
         return None
@@ -520,7 +526,7 @@ def main(cfg):
     _, C, H, _ = data.x_test.shape
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
-        emas = [common.EMA(block, cfg.ema) for block in model.blocks] if cfg.ema else []
+        emas = [common.EMA(block, cfg.ema_std) for block in model.blocks] if cfg.ema_std else []
         metrics = common.assemble(
             cfg,
             "train_dit.py",
@@ -532,16 +538,17 @@ def main(cfg):
         )
         plot_samples(metrics["methods"], cfg.out)
         return metrics
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
+    for method in common.methods_to_run(cfg, METHODS):
         result = run_method(cfg, data, method, os.path.join(cfg.out, method))
         if result is None:  # --block: saved alone
             return None
-        metrics = common.write_metrics(cfg, "train_dit.py", method, result, device)
+        common.write_metrics(cfg, "train_dit.py", method, result, device)
+    metrics = common.read_metrics(cfg.out)
     print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
         ema = (
-            f"; EMA {r['ema']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
+            f"; EMA σ_rel {r['ema_std']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
             f"{r['test_denoise_loss_ema']:.4f}"
             if "fid_ema" in r
             else ""

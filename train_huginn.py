@@ -212,6 +212,12 @@ class RecurrentDepthLM(nn.Module):
         self.mean_iters, self.bptt = mean_iters, bptt
         self.layer_evals = 0
 
+    def compile(self, *args, **kwargs):
+        """torch.compile each layer, not the whole pass: K changes from step to step, and a
+        compiled pass would be compiled again for every K."""
+        for layer in (*self.prelude, *self.core, *self.coda):
+            layer.compile(*args, **kwargs)
+
     def run(self, layers, h, c):
         """Causal AdaLN-Zero layers on h (N, n, D) (torch's causal bias: the flash path), counting
         each call."""
@@ -355,7 +361,7 @@ def load_corpus(cfg, device):
         f"{corpus.split} "
         f"sequences of {cfg.seq_len + 1} per evaluation; test-time K = {test_iters(cfg)}; gen_ppl "
         "judge: "
-        f"Witten–Bell {corpus.judge.order}-gram"
+        f"Witten–Bell {cfg.judge_order}-gram"
     )
     return corpus
 
@@ -389,13 +395,19 @@ def evaluate(model, cfg, corpus, iters):
     }
 
 
+def prediction_layers(cfg, method, iters):
+    """Layer evaluations of one prediction at K = iters: prelude + K·core + coda (baseline), or
+    prelude + K·(core + coda) for DiffusionBlocks' K calls (the coda reads every call out)."""
+    if method == "bptt":
+        return cfg.prelude + iters * cfg.core + cfg.coda
+    return cfg.prelude + iters * (cfg.core + cfg.coda)
+
+
 def quality_at(model, cfg, corpus, iters):
-    """evaluate() at K = iters, with the layer evaluations of one forward pass, counted."""
-    before = network(model).layer_evals
+    """evaluate() at K = iters, with the layer evaluations of one prediction."""
+    method = "diffusionblocks" if isinstance(model, db.DiffusionBlocks) else "bptt"
     result = evaluate(model, cfg, corpus, iters)
-    passes = math.ceil(len(corpus.test_eval) / cfg.batch_size)
-    per_forward = (network(model).layer_evals - before) / passes
-    return {"iters": iters, **result, "layer_evals_per_forward": per_forward}
+    return {"iters": iters, **result, "layer_evals_per_forward": prediction_layers(cfg, method, iters)}
 
 
 @torch.no_grad()
@@ -584,7 +596,8 @@ class Tally:
 
 
 def train_step(model, optimizers, batch, block, generator=None):
-    """One iteration on windows (N, n+1) → the loss, detached (block: 0, the one block).
+    """One iteration on windows (N, n+1) → the loss, detached, and the gradient norm (block: 0, the
+    one block).
 
     Baseline: batch (x, K), or x at K = model.mean_iters; cross-entropy after K core passes from a
     noise state drawn from `generator`, back-propagated through the last model.bptt (truncated BPTT,
@@ -604,9 +617,9 @@ def train_step(model, optimizers, batch, block, generator=None):
             loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
     optimizers[block].zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # before clipping
     optimizers[block].step()
-    return loss.detach()
+    return loss.detach(), grad_norm
 
 
 def train(cfg, corpus, method, model, run_dir):
@@ -650,7 +663,7 @@ def train(cfg, corpus, method, model, run_dir):
             batch = x
         common.set_lr(optimizers[0], common.lr_at(cfg, it / iters))
         before = network(model).layer_evals
-        loop.record(train_step(model, optimizers, batch, 0, noise))
+        loop.record(*train_step(model, optimizers, batch, 0, noise))
         # bptt: 2 + 4K + 2; DiffusionBlocks: 2 + 4 + 2
         tally.total += network(model).layer_evals - before
         if loop.every(cfg.eval_every):
@@ -664,7 +677,7 @@ def main(cfg):
     """Train and evaluate each --method → metrics.json's content; print and plot the comparison."""
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
+    for method in common.methods_to_run(cfg, METHODS):
         common.seed_everything(cfg.seed)
         model = build_model(cfg, method, len(corpus.chars)).to(device)
         run_dir = os.path.join(cfg.out, method)
@@ -677,7 +690,8 @@ def main(cfg):
                 **extras(cfg, method, layer_evals, stats["iter"]),
             },
         )
-        metrics = common.write_metrics(cfg, "train_huginn.py", method, result, device)
+        common.write_metrics(cfg, "train_huginn.py", method, result, device)
+    metrics = common.read_metrics(cfg.out)
     headline = f"{corpus.split}_next_token_acc"
     common.print_table(metrics["methods"], headline, baseline="bptt")
     report(metrics["methods"], corpus.split)

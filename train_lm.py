@@ -350,7 +350,7 @@ def load_corpus(cfg, device):
         f"{len(corpus.test_eval)} "
         f"{corpus.split} sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: "
         "Witten–Bell "
-        f"{corpus.judge.order}-gram of the training split"
+        f"{cfg.judge_order}-gram of the training split"
     )
     return corpus
 
@@ -647,7 +647,8 @@ def plot_bpc_per_block(methods, out, split="test"):
 
 
 def train_step(model, optimizers, batch, b, generator=None):
-    """One iteration that trains block b alone on windows batch (N, window); the loss, detached.
+    """One iteration that trains block b alone on windows batch (N, window) → the loss, detached,
+    and the gradient norm.
 
     AR DiffusionBlocks (Fig. 3): the loss of block b on its σ slice (Eq. 6,
     `db.DiffusionBlocks.loss`) for the noisy embeddings of the next characters, given the context;
@@ -669,9 +670,9 @@ def train_step(model, optimizers, batch, b, generator=None):
     block = common.blocks_of(model)[b]
     optimizers[b].zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)
+    grad_norm = torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)  # before clipping
     optimizers[b].step()
-    return loss.detach()
+    return loss.detach(), grad_norm
 
 
 def train(cfg, corpus, method, model, run_dir):
@@ -703,7 +704,7 @@ def train(cfg, corpus, method, model, run_dir):
         # Fig. 3 (backprop: B = 1)
         b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
         common.set_lr(optimizers[b], common.lr_at(cfg, it / iters))
-        loop.record(train_step(model, optimizers, batch, b, noise))
+        loop.record(*train_step(model, optimizers, batch, b, noise))
         if loop.every(cfg.eval_every):
             loop.log(evaluate(model, cfg, corpus) if cfg.block < 0 else {})
         if loop.every(cfg.ckpt_every):
@@ -749,7 +750,7 @@ def main(cfg):
         )
         report(metrics["methods"], ar, split)
         return metrics
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
+    for method in common.methods_to_run(cfg, METHODS):
         common.seed_everything(cfg.seed)
         model = build_model(cfg, method, len(corpus.chars)).to(device)
         if method == "diffusionblocks":
@@ -767,7 +768,8 @@ def main(cfg):
                 **extras(cfg, method, model, per_block),
             },
         )
-        metrics = common.write_metrics(cfg, "train_lm.py", method, result, device)
+        common.write_metrics(cfg, "train_lm.py", method, result, device)
+    metrics = common.read_metrics(cfg.out)
     common.print_table(metrics["methods"], headline)
     report(metrics["methods"], ar, split)
     common.plot_comparison(metrics["methods"], curve, cfg.out)

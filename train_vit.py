@@ -237,11 +237,11 @@ def build_model(cfg, method, image_size, channels, num_classes):
 
 @dataclasses.dataclass
 class Images:
-    """The dataset on its device: raw training images (normalized per batch) and normalized
-    evaluation images."""
+    """The dataset: raw training images on the CPU (a batch is augmented there and copied without
+    blocking), normalized evaluation images on the device."""
 
-    x_train: torch.Tensor  # (N, C, H, W) as loaded
-    y_train: torch.Tensor  # (N,)
+    x_train: torch.Tensor  # (N, C, H, W) as loaded, on the CPU
+    y_train: torch.Tensor  # (N,), on the CPU
     # (M, C, H, W) normalized: the test split, or with --validation the held-out 20 %
     x_eval: torch.Tensor
     y_eval: torch.Tensor  # (M,)
@@ -293,8 +293,8 @@ def load_data(cfg, device):
         randaug = T.RandAugment()
     x_eval = normalize(data["x_test"].to(device), mean, std)
     return Images(
-        data["x_train"].to(device),
-        data["y_train"].to(device),
+        data["x_train"],
+        data["y_train"],
         x_eval,
         data["y_test"].to(device),
         mean,
@@ -309,12 +309,12 @@ def load_data(cfg, device):
 def get_batch(cfg, data, generator):
     """(images (batch, C, H, W) normalized and augmented: --augment, flips on CIFAR; labels
     (batch,))."""
-    device = data.x_train.device
-    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator).to(device)
-    x, y = data.x_train[idx], data.y_train[idx]
+    device = data.x_eval.device
+    idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator)
+    x, y = data.x_train[idx], common.to_device(data.y_train[idx], device)
     if cfg.augment == "randaug":
-        x = torch.stack([data.randaug(img) for img in x.cpu()]).to(device)
-    x = normalize(x, data.mean, data.std)
+        x = torch.stack([data.randaug(img) for img in x])
+    x = normalize(common.to_device(x, device), data.mean, data.std)
     if cfg.augment != "none":
         x = random_shift(x, max(1, x.shape[-1] // 8))
         if data.flips:
@@ -378,7 +378,8 @@ def extras(cfg, method, model, per_block):
 
 
 def train_step(model, optimizers, batch, b, generator=None):
-    """One iteration that trains block b alone on batch = (images, labels); the loss, detached.
+    """One iteration that trains block b alone on batch = (images, labels) → the loss, detached,
+    and the gradient norm.
 
     DiffusionBlocks (Fig. 3): the loss of block b on its noise slice (Eq. 6,
     `db.DiffusionBlocks.loss`), the noise drawn from `generator`; backprop: cross-entropy of the
@@ -396,9 +397,9 @@ def train_step(model, optimizers, batch, b, generator=None):
     block = common.blocks_of(model)[b]
     optimizers[b].zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)
+    grad_norm = torch.nn.utils.clip_grad_norm_(block.parameters(), 1.0)  # before clipping
     optimizers[b].step()
-    return loss.detach()
+    return loss.detach(), grad_norm
 
 
 def train(cfg, data, method, model, run_dir):
@@ -434,7 +435,7 @@ def train(cfg, data, method, model, run_dir):
         else:  # backprop: the one network; local: piece after piece, each on its own schedule
             b, progress = it // cfg.steps, (it % cfg.steps) / cfg.steps
         common.set_lr(optimizers[b], common.lr_at(cfg, progress))
-        loop.record(train_step(model, optimizers, batch, b, noise))
+        loop.record(*train_step(model, optimizers, batch, b, noise))
         if loop.every(cfg.eval_every):
             loop.log(evaluate(cfg, data, model) if cfg.block < 0 else {})
         if loop.every(cfg.ckpt_every):
@@ -456,7 +457,7 @@ def main(cfg):
         return common.assemble(
             cfg, "train_vit.py", data.metric, model, lambda m: evaluate(cfg, data, m), device
         )
-    for method in METHODS if cfg.method == "all" else [cfg.method]:
+    for method in common.methods_to_run(cfg, METHODS):
         common.seed_everything(cfg.seed)
         model = build_model(cfg, method, H, C, data.num_classes).to(device)
         if method == "diffusionblocks":
@@ -466,7 +467,8 @@ def main(cfg):
             return None
         stats, memory, per_block = trained
         result = common.method_result(stats, memory, extras(cfg, method, model, per_block))
-        metrics = common.write_metrics(cfg, "train_vit.py", method, result, device)
+        common.write_metrics(cfg, "train_vit.py", method, result, device)
+    metrics = common.read_metrics(cfg.out)
     common.print_table(metrics["methods"], data.metric)
     common.plot_comparison(metrics["methods"], data.metric, cfg.out)
     return metrics
