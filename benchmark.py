@@ -606,8 +606,8 @@ def main():
     )
     precision = "bf16 autocast, TF32 matmuls" if device.type == "cuda" else "float32"
     print(
-        f"device {device}, {precision}; memory: {memory}; time: median of {args.repeats} steps after "
-        f"{args.warmup} warm-up"
+        f"device {device}, {precision}; memory: {memory}; time: median of {args.repeats} steps "
+        f"after {args.warmup} warm-up"
     )
     rows = []
     for name in names:

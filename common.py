@@ -164,7 +164,9 @@ AT_LEAST = dict(
     guidance=0,
 )
 # lo <= value < hi
-IN_RANGE = dict(warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema_std=(0, 0.25))
+IN_RANGE = dict(
+    warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema_std=(0, 0.25)
+)
 
 
 def check_numbers(cfg):
@@ -489,11 +491,13 @@ def lr_at(cfg, progress):
     return cosine_lr(progress, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
-def _replace_atomic(path, write):
+def replace_atomic(path, write):
     """write(tmp) to a temporary file of its own beside `path`, then rename it to `path`: a killed
     run never leaves a half-written file, and processes that write the same path never share one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".")
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + "."
+    )
     os.close(fd)
     try:
         write(tmp)
@@ -504,18 +508,18 @@ def _replace_atomic(path, write):
 
 
 def save_atomic(obj, path):
-    """torch.save, atomically (_replace_atomic)."""
-    _replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically (replace_atomic)."""
+    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_json(obj, path):
-    """json.dump, atomically (_replace_atomic)."""
+    """json.dump, atomically (replace_atomic)."""
 
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
 
-    _replace_atomic(path, write)
+    replace_atomic(path, write)
 
 
 def to_device(t, device):
@@ -698,7 +702,9 @@ class Loop:
         if not self.pending:
             return
         t0 = time.perf_counter()
-        pending = [(it, float(loss), 0.0 if g is None else float(g)) for it, loss, g in self.pending]
+        pending = [
+            (it, float(loss), 0.0 if g is None else float(g)) for it, loss, g in self.pending
+        ]
         finite_weights = bool(
             torch.stack([p.isfinite().all() for p in self.state["model"].parameters()]).all()
         )
@@ -723,12 +729,14 @@ class Loop:
             else "no checkpoint was written before it"
         )
         lower = self.cfg.lr / 10
+        command = resume_command(
+            self.cfg, self.method, lr=lower, min_lr=min(self.cfg.min_lr, lower)
+        )
         self.bar.close()
         fail(
             f"{what} ({self.desc}); {kept}. Later, the run's own command with --resume finishes "
             "the other methods and seeds, keeping those that finished. Continue this one with a "
-            f"lower learning rate: "
-            f"{resume_command(self.cfg, self.method, lr=lower, min_lr=min(self.cfg.min_lr, lower))}",
+            f"lower learning rate: {command}",
             status=1,
         )
 
@@ -916,8 +924,16 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
         load_saved(
             p,
             cfg,
-            ("block", "assemble", "resume", "overwrite", "out", "seeds", *RESUME_FIELDS,
-             *HARMLESS_FIELDS),
+            (
+                "block",
+                "assemble",
+                "resume",
+                "overwrite",
+                "out",
+                "seeds",
+                *RESUME_FIELDS,
+                *HARMLESS_FIELDS,
+            ),
             "--assemble",
             device,
         )
@@ -1003,7 +1019,11 @@ def method_result(stats, memory, extra):
         "train_seconds": stats["train_seconds"],
         **extra,
         "curve": stats["curve"],
-        **{k: stats[k] for k in ("resumed_with", "compile_seconds", "compiled_graphs") if k in stats},
+        **{
+            k: stats[k]
+            for k in ("resumed_with", "compile_seconds", "compiled_graphs")
+            if k in stats
+        },
     }
 
 

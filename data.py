@@ -187,13 +187,13 @@ def _download(name, data_dir):
     url, filename = TEXT_URLS[name]
     path = os.path.join(data_dir, filename)
     if not os.path.exists(path):
-        os.makedirs(data_dir, exist_ok=True)
-        try:
-            with (
-                urllib.request.urlopen(url, timeout=60) as response,
-                open(path + ".tmp", "wb") as f,
-            ):
+
+        def download(tmp):
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
                 f.write(response.read())
+
+        try:  # to a temporary file of its own: processes that download at once share none
+            common.replace_atomic(path, download)
         except Exception as e:  # noqa: BLE001  a failed download: say what to do
             common.fail(
                 f"could not download {name} from {url} into {data_dir!r} ({type(e).__name__}: "
@@ -202,7 +202,6 @@ def _download(name, data_dir):
                 "its "
                 "folder), or use --dataset txt:PATH"
             )
-        os.replace(path + ".tmp", path)
     return path
 
 

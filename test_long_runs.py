@@ -354,8 +354,13 @@ def test_processes_saving_the_same_file_at_once_never_share_a_temporary_file(tmp
     )
     path = str(tmp_path / "cache.pt")
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, path, str(k)], cwd=HERE, env=ENV,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, path, str(k)],
+            cwd=HERE,
+            env=ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in (1, 2)
     ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
@@ -369,7 +374,9 @@ def test_a_block_process_builds_no_evaluation(tmp_path):
     """--block b (a torchrun rank) only trains: DiT trains no FID feature network (its cache under
     --data-dir), and the language models build no n-gram judge."""
     args = [*DIT[:3], "--ema-std", "0", "--data-dir", str(tmp_path / "data")]
-    result = run_script(*args, "--method", "diffusionblocks", "--block", "0", "--out", str(tmp_path))
+    result = run_script(
+        *args, "--method", "diffusionblocks", "--block", "0", "--out", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (tmp_path / "data").exists() and (tmp_path / "block0.pt").exists()
     cfg = train_lm.Config(**{**train_lm.PRESETS["ar"]["smoke"], "model": "ar"})
@@ -398,7 +405,10 @@ def test_the_divergence_command_names_its_method_and_seed_and_resumes_only_them(
     result = run_script(*command[1:lr], "--lr", "1e-3")
     assert result.returncode == 0, result.stderr[-2000:]
     first = json.loads((out / "seed0" / "metrics.json").read_text())["methods"]
-    assert list(first) == ["backprop"] and first["backprop"]["resumed_with"][0]["lr"] == [2e-3, 1e-3]
+    assert list(first) == ["backprop"] and first["backprop"]["resumed_with"][0]["lr"] == [
+        2e-3,
+        1e-3,
+    ]
     result = run_script(*args, "--out", str(out), "--resume")
     assert result.returncode == 0 and "backprop: finished, kept" in result.stdout
     summary = json.loads((out / "summary.json").read_text())["methods"]
@@ -412,13 +422,25 @@ def test_harmless_settings_may_change_on_resume_and_a_resumed_block_says_so(tmp_
     at another --lr carries resumed_with into --assemble."""
     args = ["train_vit.py", "--preset", "smoke", "--steps", "40", "--ckpt-every", "5"]
     args += ["--eval-every", "20"]
-    assert run_script(*args, "--method", "backprop", "--out", str(tmp_path / "whole")).returncode == 0
+    assert (
+        run_script(*args, "--method", "backprop", "--out", str(tmp_path / "whole")).returncode == 0
+    )
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())["methods"]["backprop"]
     out = tmp_path / "killed"
     kill_at_checkpoint([*args, "--out", str(out)], out / "backprop" / "ckpt.pt")
     result = run_script(
-        *args[:-2], "--eval-every", "15", "--ckpt-every", "7", "--device", "cpu", "--method",
-        "backprop", "--out", str(out), "--resume",
+        *args[:-2],
+        "--eval-every",
+        "15",
+        "--ckpt-every",
+        "7",
+        "--device",
+        "cpu",
+        "--method",
+        "backprop",
+        "--out",
+        str(out),
+        "--resume",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     resumed = json.loads((out / "metrics.json").read_text())["methods"]["backprop"]

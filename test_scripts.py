@@ -621,9 +621,11 @@ def test_lm_ar_two_stream_checkpointing_gives_the_same_gradients_from_fewer_save
         db.checkpoint_layers(net, enabled)
         net.zero_grad()
         step = lambda: net(z, c_noise, x).square().mean().backward()  # noqa: E731
-        saved.append(db.training_memory(step, net.parameters(), torch.optim.SGD(net.parameters()))[
-            "activations"
-        ])
+        saved.append(
+            db.training_memory(step, net.parameters(), torch.optim.SGD(net.parameters()))[
+                "activations"
+            ]
+        )
         grads.append([p.grad.clone() for p in net.parameters()])
     assert saved[1] < 0.7 * saved[0], saved
     for plain, checkpointed in zip(*grads):

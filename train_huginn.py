@@ -407,7 +407,11 @@ def quality_at(model, cfg, corpus, iters):
     """evaluate() at K = iters, with the layer evaluations of one prediction."""
     method = "diffusionblocks" if isinstance(model, db.DiffusionBlocks) else "bptt"
     result = evaluate(model, cfg, corpus, iters)
-    return {"iters": iters, **result, "layer_evals_per_forward": prediction_layers(cfg, method, iters)}
+    return {
+        "iters": iters,
+        **result,
+        "layer_evals_per_forward": prediction_layers(cfg, method, iters),
+    }
 
 
 @torch.no_grad()
