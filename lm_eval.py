@@ -253,12 +253,15 @@ def matched_sharpness(bp, dbk):
     """The baseline's gen_ppl at DiffusionBlocks' diversity: log gen_ppl interpolated linearly in
     distinct_4 between the two baseline decoders (greedy, then rising temperature; metrics bp)
     around the chain from noise's distinct_4 (metrics dbk) → (that, the chain's gen_ppl, its
-    distinct_4); lower gen_ppl wins at matched sharpness."""
+    distinct_4); lower gen_ppl wins at matched sharpness. NaN when the chain's distinct_4 lies
+    outside the baseline's range: nothing to interpolate, no match."""
     points = sorted(
         (bp["distinct_4" + k], math.log(bp["gen_ppl" + k])) for _, k in sharpness_points(bp)
     )
     xs, ys = zip(*points)
     x = dbk["distinct_4_t1"]
+    if not xs[0] <= x <= xs[-1]:
+        return math.nan, dbk["gen_ppl_t1"], x
     # np.interp needs xs ascending
     return math.exp(float(np.interp(x, xs, ys))), dbk["gen_ppl_t1"], x
 

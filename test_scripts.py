@@ -576,19 +576,27 @@ def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
         assert changed.tolist() == [k == j for k in range(6)], j
 
 
-def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
-    """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last
-    layer) gives the slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with
-    per-token conditions and concat_mask."""
+def awake_ar_block():
+    """A small DiffusionBlocks AR block (train_lm.CausalLM with a target) whose zero-initialised
+    weights are drawn at random, so that every path carries a signal; seeded."""
     sys.path.insert(0, HERE)
-    from diffusionblocks import concat_mask
     from train_lm import CausalLM
 
     torch.manual_seed(0)
     net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
     with torch.no_grad():
-        for p in net.parameters():  # wake every zero-initialised weight
+        for p in net.parameters():
             p.normal_(0, 0.3)
+    return net
+
+
+def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
+    """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last
+    layer) gives the slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with
+    per-token conditions and concat_mask."""
+    from diffusionblocks import concat_mask
+
+    net = awake_ar_block()
     x, c_noise = torch.randint(11, (4, 6)), torch.randn(4, 6)
     N, n = x.shape
     for m in (n, 2, 1):  # training (a slot per position) and generation (the last position only)
@@ -606,15 +614,9 @@ def test_lm_ar_two_stream_checkpointing_gives_the_same_gradients_from_fewer_save
     """checkpoint=True in the AR block (db.checkpoint_layers): its two-stream layers are recomputed
     in backward, so a step gives the plain step's gradients while autograd saves fewer bytes
     (db.training_memory); the flag once did nothing there."""
-    sys.path.insert(0, HERE)
     import diffusionblocks as db
-    from train_lm import CausalLM
 
-    torch.manual_seed(0)
-    net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
-    with torch.no_grad():
-        for p in net.parameters():  # wake every zero-initialised weight
-            p.normal_(0, 0.3)
+    net = awake_ar_block()
     x, z, c_noise = torch.randint(11, (4, 6)), torch.randn(4, 6, 8), torch.randn(4, 6)
     saved, grads = [], []
     for enabled in (False, True):
