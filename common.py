@@ -499,6 +499,9 @@ def replace_atomic(path, write):
         dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + "."
     )
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as open() creates a file (mkstemp's are private)
     try:
         write(tmp)
         os.replace(tmp, path)

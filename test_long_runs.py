@@ -338,6 +338,9 @@ def test_metrics_json_survives_a_kill_during_its_write_and_a_broken_one_is_a_one
     monkeypatch.undo()
     assert (tmp_path / "metrics.json").read_text() == before
     assert os.listdir(tmp_path) == ["metrics.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes
     (tmp_path / "metrics.json").write_text(before[:20])
     result = run_script("train_vit.py", "--preset", "smoke", "--out", str(tmp_path))
     assert result.returncode == 2 and "cannot read" in result.stderr, result.stderr[-2000:]
