@@ -165,7 +165,7 @@ AT_LEAST = dict(
 )
 # lo <= value < hi
 IN_RANGE = dict(
-    warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema_std=(0, 0.25)
+    warmup=(0, 1), gamma=(0, 0.5), mislabel=(0, 1), label_dropout=(0, 1), ema_std=(0, 0.288)
 )
 
 

@@ -75,12 +75,13 @@ class Config(common.BaseConfig):
         ["test", "train"],
     )
     ema_std: float = common.option(
-        0.1,
+        0.25,
         "σ_rel of the EMA of the weights, one per block (EDM2's power-function EMA: it "
         "averages the last part of a block's updates so far, its std σ_rel of their number, at "
-        "any run length); 0: none. Chosen among 0.05, 0.1, 0.2 on validation data "
-        "(results/README.md); the paper preset keeps it (DiT's fixed decay 0.9999 would "
-        "average about 10,000 updates, all of that preset's 9,800 per block)",
+        "any run length; at most 0.288, the plain average); 0: none. Chosen among 0.05, 0.1, "
+        "0.2, 0.25, 0.28 on validation data (results/README.md); the paper preset keeps it "
+        "(DiT's fixed decay 0.9999 would average about 10,000 updates, all of that preset's "
+        "9,800 per block)",
     )
     validation: bool = common.option(
         False, "evaluate on 20 % of the training split held out (to choose --ema-std)"
