@@ -257,12 +257,14 @@ def _per_token(c):
     return c[:, None] if c.dim() == 2 else c  # (N, D) -> (N, 1, D); (N, T, D) stays per token
 
 
-def rotary(x, base=10_000.0):
+def rotary(x, positions=None, base=10_000.0):
     """RoPE (Su et al. 2021): channel pair i of position p rotated by p·base^(−2i/d); x (N, H, T,
-    d), d even."""
+    d), d even; positions (T,), by default 0..T−1."""
     T, d = x.shape[-2:]
+    if positions is None:
+        positions = torch.arange(T, device=x.device)
     freqs = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
-    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freqs  # (T, d/2)
+    angles = positions.float()[:, None] * freqs  # (T, d/2)
     cos, sin = angles.cos(), angles.sin()
     # (N, H, T, d/2) each: the pairs (x_2i, x_2i+1)
     x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
@@ -297,29 +299,35 @@ class AdaLNZeroLayer(nn.Module):
         nn.init.zeros_(self.adaLN[-1].weight)
         nn.init.zeros_(self.adaLN[-1].bias)
 
-    def attention(self, h, mask):
+    def attention(self, h, mask, positions=None):
         N, T, D = h.shape
         # 3 x (N, H, T, D/H)
         q, k, v = self.qkv(h).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if self.rope:
-            q, k = rotary(q), rotary(k)
+            q, k = rotary(q, positions), rotary(k, positions)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, H, T, D/H)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
-    def forward(self, h, c, mask=None):
+    def forward(self, h, c, mask=None, positions=None):
         """h: (N, T, D) tokens, c: (N, C) or per-token (N, T, C) condition, mask: bool, True = may
-        attend."""
+        attend; positions (T,) of RoPE, by default 0..T−1."""
         # activation checkpointing (Chen et al. 2016)
         if self.checkpoint and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(self.residual, h, c, mask, use_reentrant=False)
-        return self.residual(h, c, mask)
+            return torch.utils.checkpoint.checkpoint(
+                self.residual, h, c, mask, positions, use_reentrant=False
+            )
+        return self.residual(h, c, mask, positions)
 
-    def residual(self, h, c, mask=None):
+    def residual(self, h, c, mask=None, positions=None):
         """h + gate·attention(…) + gate·MLP(…), the layer's computation (DiT §3.2)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _per_token(
             self.adaLN(c)
         ).chunk(6, dim=-1)
-        h = h + gate_msa * self.attention(modulate(self.norm1(h), shift_msa, scale_msa), mask)
+        if c.dim() == 3:  # per token: copy the gates out, so backward keeps (N, T, 2D), not 6D
+            gate_msa, gate_mlp = gate_msa.contiguous(), gate_mlp.contiguous()
+        h = h + gate_msa * self.attention(
+            modulate(self.norm1(h), shift_msa, scale_msa), mask, positions
+        )
         h = h + gate_mlp * self.mlp(modulate(self.norm2(h), shift_mlp, scale_mlp))
         return h  # (N, T, D)
 
@@ -534,7 +542,17 @@ class DiffusionBlocks(nn.Module):
         return (sampler or sample_euler)(lambda z, sigma: self.denoise(z, sigma, x), sigmas, noise)
 
     @torch.no_grad()
-    def predict(self, x, shape, sigmas, start="mean", readout="sum", generator=None, device=None):
+    def predict(
+        self,
+        x,
+        shape,
+        sigmas,
+        start="mean",
+        readout="sum",
+        generator=None,
+        device=None,
+        bridge="soft",
+    ):
         """Discrete y: logits read out of the Euler chain on `sigmas` (§4; grids:
         `prediction_sigmas`).
 
@@ -543,17 +561,23 @@ class DiffusionBlocks(nn.Module):
         z_0 = σ_0·ε; the probability-flow ODE then lands on a *draw* from the model's distribution,
         to compare with a baseline's temperature-1 sampling. readout: "sum" (default, chosen on
         validation data), the sum of every call's log-softmax (each block's vote); "last", the last
-        call's logits; "all", every call's logits stacked, (calls, *shape[:-1], K).
+        call's logits; "all", every call's logits stacked, (calls, *shape[:-1], K). bridge: the
+        denoiser each Euler step uses, "soft" D = softmax(logits) @ E (`denoise`) or "hard" D =
+        E[argmax].
         """
         if start not in ("mean", "noise") or readout not in ("last", "sum", "all"):
             raise ValueError(
                 f"start must be 'mean' or 'noise' and readout 'last', 'sum' or 'all'; "
                 f"got start={start!r}, readout={readout!r}"
             )
+        if bridge not in ("soft", "hard"):
+            raise ValueError(f"bridge must be 'soft' or 'hard', got {bridge!r}")
         calls = []
 
         def D(z, sigma):
             calls.append(self.network(z, sigma, x, int(block_of(float(sigma), self.sigmas))))
+            if bridge == "hard":
+                return self.embedding[calls[-1].argmax(-1)]
             return calls[-1].softmax(-1) @ self.embedding
 
         device = self.sigmas.device if device is None else device  # default: where the model is
@@ -742,9 +766,10 @@ def concat_mask(n, m, device=None):
 
 
 def two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
-    """`layer` (an AdaLNZeroLayer without RoPE) over [noisy slots hz (N, m, D) ; clean tokens hc (N,
-    n, D)] under `mask`: for the slots, layer(cat([hz, hc]), cat([cz, c_clean]), mask) at the memory
-    the math needs.
+    """`layer` (an AdaLNZeroLayer) over [noisy slots hz (N, m, D) ; clean tokens hc (N, n, D)] under
+    `mask`: for the slots, layer(cat([hz, hc]), cat([cz, c_clean]), mask) at the memory the math
+    needs. With the layer's RoPE, slot p and clean token p share position p (Block Diffusion): the
+    slots hold targets n−m+1..n, the clean tokens 0..n−1.
 
     The clean tokens share one condition c_clean (D,), so their modulation is one broadcast vector
     per parameter, not (N, n, 6D); each slot's six modulation vectors (cz: (N, m, D), its own σ) are
@@ -774,6 +799,10 @@ def _two_stream_layer(layer, hz, cz, hc, c_clean, mask, last):
     q, k, v = (
         layer.qkv(a).view(N, a.shape[1], 3, layer.heads, D // layer.heads).permute(2, 0, 3, 1, 4)
     )
+    if layer.rope:
+        n = hc.shape[1]
+        positions = torch.cat([torch.arange(n - m + 1, n + 1), torch.arange(n)]).to(a.device)
+        q, k = rotary(q, positions), rotary(k, positions)
     rows = slice(0, m) if last else slice(None)  # the last layer needs the slots' queries only
     # (N, H, rows, D/H)
     out = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask[rows])
