@@ -252,6 +252,23 @@ def test_mean_start_chain_is_deterministic_and_returns_the_posterior_mode(grid):
     assert torch.equal(logits.argmax(-1), prior.argmax(-1))
 
 
+@pytest.mark.parametrize("bridge", ["soft", "hard"])
+def test_the_chains_bridge_is_softmax_or_argmax_of_the_embedding(bridge):
+    """From z_0 = 0 the first Euler step gives z_1 = (1 − σ_1/σ_0)·D: the second call sees D =
+    softmax(logits) @ E (soft) or E[argmax] (hard) of the first call's logits."""
+    model = discrete_oracle_model()
+    seen = []
+    model.blocks[1].register_forward_hook(lambda m, args, out: seen.append(args[0].double()))
+    prior = torch.distributions.Dirichlet(torch.ones(4)).sample((50,))
+    sigmas = db.prediction_sigmas(model.sigmas, 3, "boundaries")
+    calls = model.predict(prior, (50, 6), sigmas, "mean", "all", bridge=bridge)
+    E = model.embedding.double()
+    D = E[calls[0].argmax(-1)] if bridge == "hard" else calls[0].double().softmax(-1) @ E
+    s0, s1 = float(sigmas[0]), float(sigmas[1])
+    c_in = 1 / math.sqrt(s1**2 + db.SIGMA_DATA**2)
+    torch.testing.assert_close(seen[0], c_in * (1 - s1 / s0) * D, rtol=1e-5, atol=1e-6)
+
+
 def test_noise_start_chain_samples_the_posterior():
     """From z_0 = σ_max·ε the probability-flow ODE lands on a draw: class frequencies match π (χ², 3
     dof)."""
