@@ -47,7 +47,7 @@ class Arch:
     batch: object  # batch(cfg, n, *data_args) -> a random batch of n
     title: str  # formatted with cfg and d, the data_args
     counts: tuple = None  # the B this architecture has (None: --blocks)
-    streams: int = 1  # tokens a block runs per token of end-to-end (AR: 2, [noisy ; clean])
+
     smoke_data_args: tuple = None  # --smoke: smaller data (None: data_args)
 
 
@@ -145,8 +145,8 @@ ARCHS = {
         {**SMOKE_TRANSFORMER, "seq_len": 16},
         (27,),
         windows,
-        "AR LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}",
-        streams=2,
+        "AR LM {cfg.layers}×{cfg.width}, seq {cfg.seq_len}, batch {cfg.batch_size}, "
+        "{cfg.stream} stream",
     ),
     "huginn": Arch(
         train_huginn,
@@ -323,8 +323,8 @@ def benchmark(name, setup, args):
                 # the ratio of a block whose layers save what end-to-end's save, for each of its
                 # token streams
                 "streams_memory_ratio": e2e["total"]
-                / (sum(largest[p] for p in PARTS[:3]) + arch.streams * e2e["activations"] / B)
-                if ideal and arch.streams > 1
+                / (sum(largest[p] for p in PARTS[:3]) + 2 * e2e["activations"] / B)
+                if ideal and getattr(setup.cfg, "stream", None) == "two"
                 else None,
                 "ckpt_bytes": ckpt["total"],
                 "ckpt": ckpt,

@@ -551,18 +551,10 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
 
 
-def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
-    """Perturbing clean token j moves the logits of targets p > j only; perturbing slot p moves slot
-    p only."""
-    sys.path.insert(0, HERE)
-    from train_lm import CausalLM
-
-    torch.manual_seed(0)
-    net = CausalLM(vocab=11, width=16, depth=2, heads=2, seq_len=6, target_dim=8)
-    with torch.no_grad():
-        # AdaLN-Zero starts as the identity with a zero head: wake every weight
-        for p in net.parameters():
-            p.normal_(0, 0.3)
+def test_lm_ar_two_stream_block_depends_only_on_the_clean_past_and_its_own_slot():
+    """Two streams: perturbing clean token j moves the logits of targets p > j only; perturbing slot
+    p moves slot p only."""
+    net = awake_ar_block("two")
     # slots hold targets 1..6
     x, z, c_noise = torch.randint(11, (1, 6)), torch.randn(1, 6, 8), torch.randn(1, 6)
     out = net(z, c_noise, x)  # (1, 6, 11)
@@ -576,14 +568,38 @@ def test_lm_ar_block_output_depends_only_on_the_clean_past_and_its_own_slot():
         assert changed.tolist() == [k == j for k in range(6)], j
 
 
-def awake_ar_block():
+def test_lm_ar_single_stream_block_leaks_no_later_character():
+    """One stream: the logits at position i (predicting x_{i+1}) move with the tokens x_j and the
+    hints z_j (of x_{j+1}) at positions j ≤ i only, so x_{i+1} reaches position i through its own
+    hint alone; the gradient of position i's loss agrees (zero on the later tokens' embeddings)."""
+    net = awake_ar_block("single")
+    x, z, c_noise = torch.randint(11, (1, 6)), torch.randn(1, 6, 8), torch.randn(1, 6)
+    out = net(z, c_noise, x)  # (1, 6, 11): position i predicts x_{i+1}
+    for j in range(6):
+        moved = net(z, c_noise, torch.cat([x[:, :j], (x[:, j : j + 1] + 1) % 11, x[:, j + 1 :]], 1))
+        changed = (moved - out).abs().amax(-1)[0] > 1e-6
+        assert changed.tolist() == [i >= j for i in range(6)], j
+        z2 = z.clone()
+        z2[:, j] += 1
+        changed = (net(z2, c_noise, x) - out).abs().amax(-1)[0] > 1e-6
+        assert changed.tolist() == [i >= j for i in range(6)], j
+    for i in range(6):
+        z_in = z.clone().requires_grad_()
+        net.zero_grad()
+        net(z_in, c_noise, x)[0, i].square().sum().backward()
+        used = net.tok.weight.grad.abs().sum(-1) > 0  # (V,) the embeddings position i read
+        assert set(torch.nonzero(used)[:, 0].tolist()) == set(x[0, : i + 1].tolist()), i
+        assert (z_in.grad[0].abs().sum(-1) > 0).tolist() == [j <= i for j in range(6)], i
+
+
+def awake_ar_block(stream="two"):
     """A small DiffusionBlocks AR block (train_lm.CausalLM with a target) whose zero-initialised
     weights are drawn at random, so that every path carries a signal; seeded."""
     sys.path.insert(0, HERE)
     from train_lm import CausalLM
 
     torch.manual_seed(0)
-    net = CausalLM(vocab=11, width=16, depth=3, heads=2, seq_len=6, target_dim=8)
+    net = CausalLM(vocab=11, width=16, depth=3, heads=2, target_dim=8, stream=stream)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.3)
@@ -593,7 +609,7 @@ def awake_ar_block():
 def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
     """The AR block's two-stream forward (shared clean modulation, slots' outputs only in the last
     layer) gives the slots' logits of the plain AdaLN-Zero layers run over [noisy ; clean] with
-    per-token conditions and concat_mask."""
+    per-token conditions, concat_mask and RoPE positions [n−m+1..n ; 0..n−1]."""
     from diffusionblocks import concat_mask
 
     net = awake_ar_block()
@@ -601,37 +617,35 @@ def test_lm_ar_two_stream_layers_equal_one_layer_stack_over_the_concatenation():
     N, n = x.shape
     for m in (n, 2, 1):  # training (a slot per position) and generation (the last position only)
         z = torch.randn(N, m, 8)
-        # (N, m+n, D)
-        h = torch.cat([net.z_in(z) + net.pos[n - m + 1 : n + 1], net.tok(x) + net.pos[:n]], 1)
+        h = torch.cat([net.z_in(z), net.tok(x)], 1)  # (N, m+n, D)
         c = torch.cat([net.embed_sigma(c_noise[:, :m]), net.cond.expand(N, n, -1)], 1)
+        positions = torch.cat([torch.arange(n - m + 1, n + 1), torch.arange(n)])
         for layer in net.layers:
-            h = layer(h, c, concat_mask(n, m))
+            h = layer(h, c, concat_mask(n, m), positions)
         expected = net.final(h[:, :m], c[:, :m])  # (N, m, V)
         assert torch.allclose(net(z, c_noise[:, :m], x), expected, atol=1e-5), m
 
 
-def test_lm_ar_two_stream_checkpointing_gives_the_same_gradients_from_fewer_saved_bytes():
-    """checkpoint=True in the AR block (db.checkpoint_layers): its two-stream layers are recomputed
-    in backward, so a step gives the plain step's gradients while autograd saves fewer bytes
-    (db.training_memory); the flag once did nothing there."""
+def test_lm_ar_checkpointing_gives_the_same_gradients_from_fewer_saved_bytes():
+    """checkpoint=True in the AR block (db.checkpoint_layers), one stream or two: its layers are
+    recomputed in backward, so a step gives the plain step's gradients while autograd saves fewer
+    bytes (db.training_memory); the flag once did nothing for two streams."""
     import diffusionblocks as db
 
-    net = awake_ar_block()
     x, z, c_noise = torch.randint(11, (4, 6)), torch.randn(4, 6, 8), torch.randn(4, 6)
-    saved, grads = [], []
-    for enabled in (False, True):
-        db.checkpoint_layers(net, enabled)
-        net.zero_grad()
-        step = lambda: net(z, c_noise, x).square().mean().backward()  # noqa: E731
-        saved.append(
-            db.training_memory(step, net.parameters(), torch.optim.SGD(net.parameters()))[
-                "activations"
-            ]
-        )
-        grads.append([p.grad.clone() for p in net.parameters()])
-    assert saved[1] < 0.7 * saved[0], saved
-    for plain, checkpointed in zip(*grads):
-        torch.testing.assert_close(checkpointed, plain)
+    for stream in ("single", "two"):
+        net = awake_ar_block(stream)
+        saved, grads = [], []
+        for enabled in (False, True):
+            db.checkpoint_layers(net, enabled)
+            net.zero_grad()
+            step = lambda: net(z, c_noise, x).square().mean().backward()  # noqa: E731
+            optimizer = torch.optim.SGD(net.parameters())
+            saved.append(db.training_memory(step, net.parameters(), optimizer)["activations"])
+            grads.append([p.grad.clone() for p in net.parameters() if p.grad is not None])
+        assert saved[1] < 0.7 * saved[0], (stream, saved)
+        for plain, checkpointed in zip(*grads):
+            torch.testing.assert_close(checkpointed, plain)
 
 
 def test_lm_mdm_elbo_of_the_uniform_model_is_log2_vocabulary():

@@ -99,6 +99,20 @@ class Config(common.DiscreteConfig):
         "(results/README.md)",
         ["sum", "last"],
     )
+    stream: str = common.option(
+        "two",
+        "AR DiffusionBlocks block: two, [noisy slots ; clean tokens] under Block Diffusion's mask "
+        "(the paper's layout, 2n tokens), or single, one causal stream whose position i also "
+        "carries the noisy hint of x_{i+1} (n tokens: less memory); chosen on validation text "
+        "(results/README.md)",
+        ["two", "single"],
+    )
+    bridge: str = common.option(
+        "soft",
+        "AR DiffusionBlocks read-out chain's denoiser: soft, D = softmax(logits) @ E; hard, "
+        "D = E[argmax]",
+        ["soft", "hard"],
+    )
     validation: bool = common.option(
         False,
         "evaluate on the validation split (5 per cent of the text "
@@ -216,10 +230,10 @@ def check_config(cfg):
         common.fail(
             "--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α"
         )
-    if cfg.model == "mdm" and (cfg.width // cfg.heads) % 2:
+    if (cfg.width // cfg.heads) % 2:
         common.fail(
-            f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model mdm "
-            "rotates channel pairs of each head (RoPE), so a head's width must be even"
+            f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model "
+            f"{cfg.model} rotates channel pairs of each head (RoPE), so a head's width must be even"
         )
     if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
         common.fail(
@@ -262,50 +276,70 @@ class MaskedDenoiser(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """Pre-norm causal transformer: tokens + learned positions (not RoPE: the layers are
-    db.AdaLNZeroLayer as they are) → L AdaLN-Zero layers → final layer → logits.
+    """Pre-norm causal transformer: tokens → L AdaLN-Zero layers with rotary attention (Llama-style
+    positions) → final layer → logits.
 
     Plain LM (`target_dim` None): the AdaLN condition is a learned vector; logits at i predict
     x_{i+1}. DiffusionBlocks block: called as F(c_in·z, c_noise, x) with x the clean context (N, n)
-    and z the noisy embeddings of the next tokens at positions n−m+1..n (N, m, E); runs [noisy ;
-    clean] under db.concat_mask, the noisy slots conditioned on their own σ, the clean tokens on a
-    learned vector (db.two_stream_layer); logits (N, m, V).
+    and z the noisy embeddings of the next characters, each with its own σ:
+      stream "single": z (N, n, E). One causal stream; position i's input is tok(x_i) + W_z(c_in·z),
+        z the hint of x_{i+1}, and its condition the embedding of its own σ; logits (N, n, V) at i
+        predict x_{i+1}. Position j > i reads x_{i+1} clean anyway, so the hints leak nothing.
+      stream "two": z (N, m, E) for the targets at positions n−m+1..n. [noisy slots ; clean tokens]
+        under db.concat_mask (Block Diffusion's layout, the paper's), the slots conditioned on their
+        own σ, the clean tokens on a learned vector (db.two_stream_layer); logits (N, m, V).
+    In one stream W_z starts at zero, so the hint starts silent.
     """
 
-    def __init__(self, vocab, width, depth, heads, seq_len, target_dim=None):
+    def __init__(self, vocab, width, depth, heads, target_dim=None, stream="single"):
         super().__init__()
+        self.stream = stream
         self.tok = nn.Embedding(vocab, width)
-        nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2)
-        # 0..n: a slot's target may be n
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len + 1, width))
+        nn.init.normal_(self.tok.weight, std=0.02)  # GPT-2's
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
+            if stream == "single":  # the hint starts silent beside the token (two streams: the
+                # slot is the hint alone, and a LayerNorm of zeros has a 1/√eps gradient)
+                nn.init.zeros_(self.z_in.weight)
+                nn.init.zeros_(self.z_in.bias)
             self.embed_sigma = db.SigmaEmbedder(width)
         # the condition of clean tokens (of all, plain LM)
         self.cond = nn.Parameter(torch.zeros(width))
-        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
+        self.layers = nn.ModuleList(
+            db.AdaLNZeroLayer(width, heads, rope=True) for _ in range(depth)
+        )
         self.final = db.FinalLayer(width, vocab)
 
     def forward(self, z_in, c_noise, x):
         N, n = x.shape
-        h = self.tok(x) + self.pos[:n]  # (N, n, D)
+        h = self.tok(x)  # (N, n, D)
+        mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()  # causal
         if z_in is None:  # plain LM
-            c, mask = (
-                self.cond.expand(N, -1),
-                torch.ones(n, n, dtype=torch.bool, device=x.device).tril(),
-            )
-            for layer in self.layers:
-                h = layer(h, c, mask)
-            return self.final(h, c)  # (N, n, V)
-        m = z_in.shape[1]
-        hz = self.z_in(z_in) + self.pos[n - m + 1 : n + 1]  # (N, m, D): the noisy slots
+            c = self.cond.expand(N, -1)
+        elif self.stream == "single":
+            if z_in.shape[1] != n:
+                raise ValueError(
+                    f"stream 'single' takes a hint per position: z {z_in.shape}, x {x.shape}"
+                )
+            h = h + self.z_in(z_in)  # (N, n, D): x_i and the noisy x_{i+1}
+            c = self.embed_sigma(c_noise)  # (N, n, D): each position's own σ
+        else:
+            return self.two_streams(z_in, c_noise, h)
+        for layer in self.layers:
+            h = layer(h, c, mask)
+        return self.final(h, c)  # (N, n, V)
+
+    def two_streams(self, z_in, c_noise, h):
+        """Logits (N, m, V) of the m noisy slots beside the clean tokens h (N, n, D)."""
+        m, n = z_in.shape[1], h.shape[1]
+        hz = self.z_in(z_in)  # (N, m, D): the noisy slots, at positions n−m+1..n (RoPE)
         cz = self.embed_sigma(c_noise)  # (N, m, D): each slot's own σ
-        mask = db.concat_mask(n, m, x.device)  # (m+n, m+n)
+        mask = db.concat_mask(n, m, h.device)  # (m+n, m+n)
         for i, layer in enumerate(self.layers):
             hz, h = db.two_stream_layer(
                 layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1
             )
-        return self.final(hz, cz)  # (N, m, V)
+        return self.final(hz, cz)
 
 
 def build_model(cfg, method, vocab):
@@ -319,10 +353,8 @@ def build_model(cfg, method, vocab):
             cfg.gamma,
         )
     if method == "backprop":
-        return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads, cfg.seq_len)
-    blocks = [
-        CausalLM(vocab, cfg.width, d, cfg.heads, cfg.seq_len, target_dim=cfg.width) for d in depths
-    ]
+        return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads)
+    blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.width, cfg.stream) for d in depths]
     return db.DiffusionBlocks(
         blocks,
         embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
@@ -369,18 +401,16 @@ def get_batch(cfg, corpus, generator):
 def ar_logits(model, cfg, context, m, generator, start="mean"):
     """Logits (N, m, V) of the last m next characters given context (N, n); DiffusionBlocks: the
     --readout of its B calls on the --grid (§4), from z_0 = 0 (a prediction) or σ_max·ε (a draw,
-    noise from `generator`)."""
+    noise from `generator`). In one stream every position runs its own chain (as in training, all
+    hints noisy), whose last m are read."""
     if isinstance(model, db.DiffusionBlocks):
         sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
-        return model.predict(
-            context,
-            (len(context), m, cfg.width),
-            sigmas,
-            start,
-            cfg.readout,
-            generator,
-            context.device,
+        k = context.shape[1] if cfg.stream == "single" else m  # the positions that carry a chain
+        shape = (len(context), k, cfg.width)
+        logits = model.predict(
+            context, shape, sigmas, start, cfg.readout, generator, context.device, cfg.bridge
         )
+        return logits[:, -m:]
     return model(None, None, context)[:, -m:]
 
 
@@ -474,7 +504,8 @@ def evaluate_ar(model, cfg, corpus):
             readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
             for grid in ("boundaries", "final"):
                 sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), grid)
-                calls = model.predict(context, (len(x), n, cfg.width), sigmas, "mean", "all")
+                shape = (len(x), n, cfg.width)
+                calls = model.predict(context, shape, sigmas, "mean", "all", bridge=cfg.bridge)
                 readouts[grid, "last"] = calls[-1]
                 # as predict
                 readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)
@@ -556,7 +587,10 @@ def extras(cfg, method, model, per_block):
         )
         if cfg.model == "ar":
             extra.update(
-                weighting=cfg.weighting, mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}"
+                weighting=cfg.weighting,
+                mislabel=cfg.mislabel,
+                readout=f"{cfg.grid}/{cfg.readout}/{cfg.bridge}",
+                stream=cfg.stream,
             )
     return extra
 
