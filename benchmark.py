@@ -161,6 +161,10 @@ ARCHS = {
         counts=(1,),
     ),
 }
+# the AR block in one stream (train_lm.py --stream single) beside the paper's two
+ARCHS["ar_single"] = dataclasses.replace(
+    ARCHS["ar"], paper={**ARCHS["ar"].paper, "stream": "single"}
+)
 
 
 # ----------------------------------------------------------------------------------------------
