@@ -186,8 +186,8 @@ PRESETS = {  # per --model; a flag overrides any of these
             steps=800,
             lr=3e-3,
             gen_tokens=32,
-            # lr, steps: backprop's validation accuracy; mislabel: DiffusionBlocks'
-            mislabel=0.6,
+            # lr, steps: backprop's validation accuracy; mislabel, stream: DiffusionBlocks'
+            mislabel=0.8,
         ),
         "paper": dict(
             dataset="text8",
@@ -202,7 +202,7 @@ PRESETS = {  # per --model; a flag overrides any of these
             warmup=2500 / 100_000,
             gen_tokens=128,
             eval_every=5000,
-            mislabel=0.6,
+            mislabel=0.8,
             ckpt_every=5000,
             eval_sequences=0,
             # batch, steps, weight decay: not in the paper; text8
