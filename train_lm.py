@@ -100,12 +100,12 @@ class Config(common.DiscreteConfig):
         ["sum", "last"],
     )
     stream: str = common.option(
-        "two",
-        "AR DiffusionBlocks block: two, [noisy slots ; clean tokens] under Block Diffusion's mask "
-        "(the paper's layout, 2n tokens), or single, one causal stream whose position i also "
-        "carries the noisy hint of x_{i+1} (n tokens: less memory); chosen on validation text "
-        "(results/README.md)",
-        ["two", "single"],
+        "single",
+        "AR DiffusionBlocks block: single, one causal stream whose position i also carries the "
+        "noisy hint of x_{i+1} (n tokens), or two, [noisy slots ; clean tokens] under Block "
+        "Diffusion's mask (the paper's layout, 2n tokens); chosen on validation text "
+        "(results/README.md: as accurate, less memory)",
+        ["single", "two"],
     )
     bridge: str = common.option(
         "soft",
