@@ -328,7 +328,7 @@ def benchmark(name, setup, args):
                 # token streams
                 "streams_memory_ratio": e2e["total"]
                 / (sum(largest[p] for p in PARTS[:3]) + 2 * e2e["activations"] / B)
-                if ideal and getattr(setup.cfg, "stream", None) == "two"
+                if ideal and arch.paper.get("stream") == "two"
                 else None,
                 "ckpt_bytes": ckpt["total"],
                 "ckpt": ckpt,
