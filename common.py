@@ -366,14 +366,15 @@ def check_out(cfg, script, methods):
                 "; use another --out (or remove the folder) to keep runs of different settings "
                 "apart",
             )
+        if cfg.assemble or cfg.overwrite:  # nothing trained; or Loop removes them when it starts
+            continue
         if cfg.block >= 0:  # this block's checkpoint and its file for --assemble
             block_file = os.path.join(run, f"block{cfg.block}.pt")
             paths = [*checkpoint_paths(os.path.join(run, "diffusionblocks"), cfg.block), block_file]
-        elif not cfg.assemble:
+        else:
             chosen = methods if cfg.method == "all" else [cfg.method]
             paths = [p for m in chosen for p in checkpoint_paths(os.path.join(run, m))]
-        if not cfg.assemble and not cfg.overwrite:  # --overwrite removes them when a run starts
-            refuse_to_overwrite(cfg, paths)
+        refuse_to_overwrite(cfg, paths)
 
 
 def refuse_other_settings(saved, cfg, free, source, advice=""):
