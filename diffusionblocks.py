@@ -559,17 +559,18 @@ class DiffusionBlocks(nn.Module):
         start="mean": z_0 = 0, the prior's mean; deterministic, and for an exact denoiser it lands
         on the posterior's mode: a *prediction*, to compare with a baseline's argmax. start="noise":
         z_0 = σ_0·ε; the probability-flow ODE then lands on a *draw* from the model's distribution,
-        to compare with a baseline's temperature-1 sampling. readout: "sum" (default, chosen on
+        to compare with a baseline's temperature-1 sampling. A number s in [0, 1]: z_0 = s·σ_0·ε,
+        between the two (a diffusion model's temperature). readout: "sum" (default, chosen on
         validation data), the sum of every call's log-softmax (each block's vote); "last", the last
         call's logits; "all", every call's logits stacked, (calls, *shape[:-1], K). bridge: the
         denoiser each Euler step uses, "soft" D = softmax(logits) @ E (`denoise`) or "hard" D =
         E[argmax].
         """
-        if start not in ("mean", "noise") or readout not in ("last", "sum", "all"):
-            raise ValueError(
-                f"start must be 'mean' or 'noise' and readout 'last', 'sum' or 'all'; "
-                f"got start={start!r}, readout={readout!r}"
-            )
+        scale = {"mean": 0.0, "noise": 1.0}.get(start, start)
+        if not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
+            raise ValueError(f"start must be 'mean', 'noise' or a scale in [0, 1], got {start!r}")
+        if readout not in ("last", "sum", "all"):
+            raise ValueError(f"readout must be 'last', 'sum' or 'all', got {readout!r}")
         if bridge not in ("soft", "hard"):
             raise ValueError(f"bridge must be 'soft' or 'hard', got {bridge!r}")
         calls = []
@@ -582,8 +583,8 @@ class DiffusionBlocks(nn.Module):
 
         device = self.sigmas.device if device is None else device  # default: where the model is
         z0 = (
-            torch.randn(shape, generator=generator, device=device)
-            if start == "noise"
+            scale * torch.randn(shape, generator=generator, device=device)
+            if scale > 0
             else torch.zeros(shape, device=device)
         )
         sample_euler(D, sigmas, z0)

@@ -14,19 +14,30 @@ import common
 from data import decode, load_windows
 
 
+def top_p_filter(probs, top_p):
+    """Nucleus sampling's distribution (Holtzman et al. 2020): of probs (N, V), keep the smallest
+    set of most likely characters whose probability reaches top_p, renormalised."""
+    sorted_p, order = probs.sort(-1, descending=True)
+    # a character stays if the ones more likely than it do not reach top_p yet
+    keep = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    return kept / kept.sum(-1, keepdim=True)
+
+
 @torch.no_grad()
-def generate(next_logits, prompts, new_tokens, temperature, generator):
+def generate(next_logits, prompts, new_tokens, temperature, generator, top_p=1.0):
     """Append new_tokens characters to prompts (N, P), each from next_logits(x) (N, V): greedy, or
-    sampled at T."""
+    sampled at T (from the top_p nucleus)."""
     x = prompts
     for _ in range(new_tokens):
         logits = next_logits(x).float()  # (N, V)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
-            nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[
-                :, 0
-            ]
+            probs = (logits / temperature).softmax(-1)
+            if top_p < 1:
+                probs = top_p_filter(probs, top_p)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
         x = torch.cat([x, nxt[:, None]], 1)
     return x[:, prompts.shape[1] :]  # (N, new_tokens)
 

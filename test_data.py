@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from data import load_text, load_windows, unique_paragraphs
-from lm_eval import TEMPERATURES, distinct_ngrams, matched_sharpness, ngram_accuracy
+from lm_eval import TEMPERATURES, distinct_ngrams, generate, matched_sharpness, ngram_accuracy
+from lm_eval import top_p_filter
 
 
 def verbatim_fraction(train, test, width=64):
@@ -105,6 +106,28 @@ def test_distinct_ngrams_known_values():
     assert distinct_ngrams(torch.tensor([[1, 1, 1, 1, 1, 1]]), 4) == pytest.approx(1 / 3)
     assert distinct_ngrams(torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]), 4) == 1.0
     assert distinct_ngrams(torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]]), 4) == 0.5  # pooled over rows
+
+
+def test_top_p_keeps_the_smallest_nucleus_reaching_p_renormalised():
+    """Probabilities 0.1, 0.5, 0.15, 0.25: the nucleus of p = 0.7 is {0.5, 0.25} (0.75 ≥ 0.7; 0.5
+    alone is not), renormalised to 2/3, 1/3; p = 0.5 keeps 0.5 alone; p = 1 keeps everything."""
+    probs = torch.tensor([[0.1, 0.5, 0.15, 0.25]])
+    torch.testing.assert_close(top_p_filter(probs, 0.7), torch.tensor([[0, 2 / 3, 0, 1 / 3]]))
+    torch.testing.assert_close(top_p_filter(probs, 0.5), torch.tensor([[0.0, 1, 0, 0]]))
+    torch.testing.assert_close(top_p_filter(probs, 1.0), probs)
+    # sampling draws only from the nucleus, at its frequencies
+    logits = probs.log().expand(20000, 4)
+    draws = generate(
+        lambda x: logits,
+        torch.zeros(20000, 1, dtype=torch.long),
+        1,
+        1.0,
+        torch.Generator().manual_seed(0),
+        top_p=0.7,
+    )[:, 0]
+    counts = torch.bincount(draws, minlength=4)
+    assert counts[0] == counts[2] == 0
+    assert abs(counts[1] / 20000 - 2 / 3) < 0.015  # 4.5 standard errors
 
 
 def test_matched_sharpness_interpolates_log_gen_ppl_between_the_neighbouring_temperatures():

@@ -287,6 +287,24 @@ def test_noise_start_chain_samples_the_posterior():
     assert ((counts - expected) ** 2 / expected).sum() < 16.27  # χ²(3 dof) at p = 0.001
 
 
+def test_a_start_scale_s_starts_the_chain_at_s_sigma_max_noise():
+    """start = s: the chain's first call sees c_in·z_0 with z_0 = s·σ_0·ε, ε from the generator (0:
+    the prediction's z_0 = 0; 1: the draw's)."""
+    model = discrete_oracle_model()
+    seen = []
+    model.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].double()))
+    prior = torch.distributions.Dirichlet(torch.ones(4)).sample((20,))
+    sigmas = db.prediction_sigmas(model.sigmas, 3, "boundaries")
+    c_in = 1 / math.sqrt(float(sigmas[0]) ** 2 + db.SIGMA_DATA**2)
+    for s in (0.0, 0.3, 1.0, "noise", "mean"):
+        scale = {"noise": 1.0, "mean": 0.0}.get(s, s)
+        eps = torch.randn((20, 6), generator=torch.Generator().manual_seed(7)).double()
+        model.predict(prior, (20, 6), sigmas, s, "last", torch.Generator().manual_seed(7))
+        torch.testing.assert_close(seen[-1], c_in * scale * float(sigmas[0]) * eps)
+    with pytest.raises(ValueError, match="scale in"):
+        model.predict(prior, (20, 6), sigmas, 1.5)
+
+
 def test_prediction_grids_call_each_block_as_documented():
     sigmas = db.block_sigmas(3)
     # boundaries: k calls per block, equal steps in p_σ mass, starting at each slice's top

@@ -549,6 +549,103 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     assert 0 <= methods["diffusionblocks"]["test_next_token_acc_block0"] <= 1
     # AR's paper values
     assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
+    _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3)  # greedy, T × top-p, bridge × s
+
+
+def _sample_study(run, frontier):
+    """study_samples.py on a smoke run: both protocol points and the frontier; deterministic
+    decoders repeat one continuation for each of a prompt's k = 3, so their distinct_4 is ≤ 1/3."""
+    out = run / "samples"
+    flags = ["--prompts", "4", "--per-prompt", "3", "--judge-steps", "5", "--bootstrap", "20"]
+    result = run_script(
+        "study_samples.py",
+        "--runs",
+        str(run),
+        "--out",
+        str(out),
+        *flags,
+        "--mauve-bootstrap",
+        "2",
+        "--frontier",
+        "small",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((out / "seed0" / "samples.json").read_text())["decoders"]
+    assert [r["paper"] for r in rows] == [True, True] + [False] * frontier
+    assert (rows[0]["temperature"], rows[0]["top_p"]) == (1.0, 0.95)
+    for r in rows:
+        assert r["gen_ppl"] >= 1 and 0 < r["distinct_4"] <= 1 and r["entropy"] >= 0
+        assert r["gen_ppl_ci"][0] <= r["gen_ppl"] <= r["gen_ppl_ci"][1]
+        if r["temperature"] == 0 and ("greedy" in r["decoder"] or "s = 0," in r["decoder"]):
+            assert r["distinct_4"] <= 1 / 3 + 1e-9, r
+    assert (out / "frontier.png").exists() and (out / "summary.json").exists()
+
+
+def test_lm_block_study_reads_each_gap_and_memory_ratio_off_the_runs(tmp_path):
+    """study_lm.py over finished runs (metrics.json written here): nothing trains, and each row is
+    the hand-computed gap to the same seed's backprop and backprop's memory over the block's."""
+    acc = {("single", 2): 0.55, ("single", 4): 0.50, ("two", 2): 0.45, ("two", 4): 0.40}
+    for seed in (0, 1):
+        for (stream, blocks), a in acc.items():
+            methods = {
+                "diffusionblocks": {
+                    "test_next_token_acc": a + seed / 100,
+                    "train_memory_bytes": 1000 * blocks + 100 * seed,
+                }
+            }
+            if (stream, blocks) == ("single", 4):
+                methods["backprop"] = {"test_next_token_acc": 0.6, "train_memory_bytes": 8000}
+            folder = tmp_path / f"{stream}_B{blocks}" / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"methods": methods}))
+    result = run_script("study_lm.py", "--out", str(tmp_path), "--seeds", "0,1", "--blocks", "2,4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads((tmp_path / "tradeoff.json").read_text())["table"]
+    two_b2 = next(e for e in table if (e["stream"], e["blocks"]) == ("two", 2))
+    assert two_b2["gap_per_seed"] == pytest.approx([0.45 - 0.6, 0.46 - 0.6])
+    assert two_b2["memory_ratio_per_seed"] == pytest.approx([8000 / 2000, 8000 / 2100])
+    assert two_b2["layers_per_block"] == 4 and len(table) == 4
+    assert (tmp_path / "tradeoff.png").exists()
+    bad = run_script("study_lm.py", "--out", str(tmp_path), "--blocks", "3,4")
+    assert bad.returncode == 2 and "divide" in bad.stderr
+
+
+def test_the_judge_scores_each_continued_character_given_all_before_it():
+    """study_samples.judge_text against the judge run on each prefix alone: the summed −log p and
+    mean entropy (bits) of the continuation's characters."""
+    import study_samples
+    import train_lm
+
+    torch.manual_seed(0)
+    judge = train_lm.CausalLM(7, 16, 2, 2).eval()
+    for p in judge.parameters():  # the final layer starts at zero: make every weight matter
+        torch.nn.init.normal_(p, std=0.3)
+    prompts, continuations = torch.randint(7, (3, 5)), torch.randint(7, (3, 4))
+    nll, entropy, features = study_samples.judge_text(judge, prompts, continuations)
+    x = torch.cat([prompts, continuations], 1)
+    for r in range(3):
+        with torch.no_grad():
+            log_p = [
+                judge(None, None, x[r : r + 1, : 5 + j])[0, -1].log_softmax(-1) for j in range(4)
+            ]
+        assert float(nll[r]) == pytest.approx(
+            -sum(float(lp[c]) for lp, c in zip(log_p, continuations[r])), rel=1e-5
+        )
+        bits = [float(-(lp.exp() * lp).sum()) / math.log(2) for lp in log_p]
+        assert float(entropy[r]) == pytest.approx(sum(bits) / 4, rel=1e-5)
+    assert features.shape == (3, 16)
+
+
+def test_mauve_of_identical_features_is_one_and_of_disjoint_ones_the_closed_form():
+    """Disjoint supports: the divergence curve is ((1 − λ)^c, λ^c), whose area is (c!)²/(2c)!: 1/6 at
+    c = 2, 1/252 at c = 5 (Pillutla et al. 2021's curve, integrated by hand)."""
+    pytest.importorskip("mauve", reason="optional: pip install mauve-text faiss-cpu")
+    import study_samples
+
+    a = np.random.default_rng(0).normal(size=(300, 8))
+    same, far = study_samples.mauve_scores(a, a.copy()), study_samples.mauve_scores(a, a + 100)
+    assert same == pytest.approx({"mauve_5": 1.0, "mauve_2": 1.0}, abs=0.01)
+    assert far == pytest.approx({"mauve_5": 1 / 252, "mauve_2": 1 / 6}, abs=0.005)
 
 
 def test_lm_ar_two_stream_block_depends_only_on_the_clean_past_and_its_own_slot():
@@ -835,6 +932,7 @@ def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path)
     }
     # the default read-out
     assert dbk["test_next_token_acc_boundaries_last"] == dbk["test_next_token_acc"]
+    _sample_study(tmp_path, frontier=1 + 2 * 2 + 3)  # greedy, T × top-p, s
 
 
 def test_huginn_study_runs_the_validation_variants(tmp_path):
@@ -1004,14 +1102,22 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_run_exactly(
 
 
 @pytest.mark.parametrize(
-    "script", ["train_vit.py", "train_dit.py", "train_lm.py", "train_huginn.py", "benchmark.py"]
+    "script",
+    [
+        "train_vit.py",
+        "train_dit.py",
+        "train_lm.py",
+        "train_huginn.py",
+        "benchmark.py",
+        "study_samples.py",
+    ],
 )
 def test_help_lists_every_flag(script):
     """-h exits 0 (a '%' in a help text once made argparse crash) and names every field of the
-    script's Config as a flag; benchmark.py's, every flag its source adds."""
+    script's Config as a flag; benchmark.py's and study_samples.py's, every flag their source adds."""
     result = run_script(script, "-h")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-500:]
-    if script == "benchmark.py":
+    if script in ("benchmark.py", "study_samples.py"):
         with open(os.path.join(HERE, script)) as f:
             flags = re.findall(r'add_argument\(\s*"(--[a-z-]+)"', f.read())
     else:
