@@ -579,6 +579,26 @@ def _sample_study(run, frontier):
         if r["temperature"] == 0 and ("greedy" in r["decoder"] or "s = 0," in r["decoder"]):
             assert r["distinct_4"] <= 1 / 3 + 1e-9, r
     assert (out / "frontier.png").exists() and (out / "summary.json").exists()
+    # without the optional mauve-text: everything else, and a line that says what was skipped
+    blocked = "import runpy, sys; sys.modules['mauve'] = None; sys.argv = sys.argv[1:]; "
+    blocked += "runpy.run_path('study_samples.py', run_name='__main__')"
+    out = run / "no_mauve"
+    result = run_script(
+        "-c",
+        blocked,
+        "study_samples.py",
+        "--runs",
+        str(run),
+        "--out",
+        str(out),
+        *flags,
+        "--frontier",
+        "small",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MAUVE skipped" in result.stdout
+    rows = json.loads((out / "seed0" / "samples.json").read_text())["decoders"]
+    assert len(rows) == 2 + frontier and not any(k.startswith("mauve") for k in rows[0])
 
 
 def test_lm_block_study_reads_each_gap_and_memory_ratio_off_the_runs(tmp_path):
