@@ -31,115 +31,65 @@ from fid import FID_FEATURES, feature_network, frechet_distance, inception_netwo
 METHODS = ["backprop", "diffusionblocks"]
 
 
+option = common.option
+
+
 @dataclasses.dataclass
 class Config(common.BaseConfig):
-    layers: int = common.option(
-        6, "L, DiT layers of the whole network (CPU-sized; paper: 12, DiT-S)"
-    )
-    width: int = common.option(96, "model width (CPU-sized; paper: 384)")
-    heads: int = common.option(4, "attention heads (CPU-sized; paper: 6)")
-    patch: int = common.option(2, "patch size in pixels (paper: 2, DiT-S/2)")
-    steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
-    batch_size: int = common.option(128, "batch size (CPU-sized; paper: 512)")
-    lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 1e-4)")
-    min_lr: float = common.option(
-        1e-4, "learning rate at the end of the cosine decay (paper: constant 1e-4)"
-    )
-    warmup: float = common.option(0.05, "warm-up fraction of the iterations (paper: none)")
-    label_dropout: float = common.option(
-        0.1, "fraction of training labels replaced by the null class (paper: 0.1)"
-    )
-    guidance: float = common.option(
-        2.0, "classifier-free guidance scale s at sampling; 1 = no guidance (paper: 2.0)"
-    )
-    sample_steps: int = common.option(50, "sampling steps on the equal-CDF σ grid (paper: 50)")
-    sampler: str = common.option("euler", "ODE sampler", ["euler", "heun"])
-    fid: str = common.option(
-        "classifier",
-        "feature network of `fid` (fid.py): a small CNN trained here (NOT "
-        "Inception), or Inception-v3 (pip install torch-fidelity; the paper preset's "
-        "default). Protocol: --fid-samples images, labels balanced over the classes, "
-        "--sample-steps steps of --sampler with guidance --guidance, against every "
-        "image of the --fid-reference split (paper preset: 10,000 against the 10,000 "
-        "test images; the common protocol: --fid-samples 50000 --fid-reference train)",
-        ["classifier", "inception"],
-    )
-    fid_samples: int = common.option(
-        1000, "generated images compared with the --fid-reference split by `fid`"
-    )
-    fid_reference: str = common.option(
-        "test",
-        "the images `fid` compares the samples with: the test split "
-        "(with --validation: the held-out part of the training split), or the "
-        "training split",
-        ["test", "train"],
-    )
-    ema_std: float = common.option(
-        0.25,
-        "σ_rel of the EMA of the weights, one per block (EDM2's power-function EMA: it "
-        "averages the last part of a block's updates so far, its std σ_rel of their number, at "
-        "any run length; at most 0.288, the plain average); 0: none. Chosen among 0.05, 0.1, "
-        "0.2, 0.25, 0.28 on validation data (results/README.md); the paper preset keeps it "
-        "(DiT's fixed decay 0.9999 would average about 10,000 updates, all of that preset's "
-        "9,800 per block)",
-    )
-    validation: bool = common.option(
-        False, "evaluate on 20 % of the training split held out (to choose --ema-std)"
-    )
-    fid_classifier_steps: int = common.option(
-        600, "training iterations of the feature CNN (cached under --data-dir)"
-    )
-    eval_every: int = common.option(
-        500, "iterations between test denoising losses (learning curves)"
-    )
-    curve_images: int = common.option(
-        0,
-        "test images of each learning-curve test_denoise_loss (0: all); the "
-        "final test_denoise_loss always uses all",
-    )
+    # DiffusionBlocks (§3): EDM's loss weighting, no wrong hints (continuous targets)
+    blocks: int = option(3, "B, blocks trained independently (paper: 3)")
+    gamma: float = option(0.05, "overlap γ of neighbouring noise slices (paper: 0.05)")
+    partition: str = option("equiprob", "noise partition (Eq. 8)", ["equiprob", "uniform"])
+    # the network, its training and sampling
+    layers: int = option(6, "L, DiT layers of the whole network (CPU-sized; paper: 12, DiT-S)")
+    width: int = option(96, "model width (CPU-sized; paper: 384)")
+    heads: int = option(4, "attention heads (CPU-sized; paper: 6)")
+    patch: int = option(2, "patch size in pixels (paper: 2, DiT-S/2)")
+    steps: int = option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
+    batch_size: int = option(128, "batch size (CPU-sized; paper: 512)")
+    lr: float = option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 1e-4)")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay (paper: constant)")
+    warmup: float = option(0.05, "warm-up fraction of the iterations (paper: none)")
+    label_dropout: float = option(0.1, "training labels replaced by the null class (paper: 0.1)")
+    guidance: float = option(2.0, "classifier-free guidance scale s; 1 = none (paper: 2.0)")
+    sample_steps: int = option(50, "sampling steps on the equal-CDF σ grid (paper: 50)")
+    sampler: str = option("euler", "ODE sampler", ["euler", "heun"])
+    ema_std: float = option(0.25, "σ_rel of each block's EMA of the weights (EDM2's power-function "
+                            "EMA: the std of its averaging profile as a fraction of the block's "
+                            "updates so far; at most 0.288); 0: none. Chosen on validation data")
+    # the evaluation
+    fid: str = option("classifier", "feature network of `fid` (fid.py): a small CNN trained here "
+                      "(NOT Inception), or Inception-v3 (pip install torch-fidelity; the paper "
+                      "preset's). Protocol: --fid-samples images of balanced classes, "
+                      "--sample-steps steps of --sampler, guidance --guidance, against every "
+                      "image of --fid-reference (the common protocol: --fid-samples 50000 "
+                      "--fid-reference train)", ["classifier", "inception"])
+    fid_samples: int = option(1000, "generated images compared with the --fid-reference split")
+    fid_reference: str = option("test", "the images `fid` compares the samples with: the test "
+                                "split (--validation: the held-out 20 %), or the training split",
+                                ["test", "train"])
+    fid_classifier_steps: int = option(600, "training steps of the feature CNN (cached)")
+    validation: bool = option(False, "evaluate on 20 % of the training split held out (to "
+                              "choose --ema-std)")
+    eval_every: int = option(500, "iterations between test denoising losses (learning curves)")
+    curve_images: int = option(0, "test images of each learning-curve test_denoise_loss (0: all; "
+                               "the final one uses all)")
 
 
 PRESETS = {
-    "smoke": dict(
-        layers=3,
-        width=32,
-        heads=2,
-        steps=12,
-        batch_size=32,
-        sample_steps=6,
-        fid_samples=100,
-        fid_classifier_steps=30,
-        eval_every=6,
-        ckpt_every=6,
-    ),
+    "smoke": dict(layers=3, width=32, heads=2, steps=12, batch_size=32, sample_steps=6,
+                  fid_samples=100, fid_classifier_steps=30, eval_every=6, ckpt_every=6),
     "cpu": {},
-    "paper": dict(
-        dataset="cifar10",
-        layers=12,
-        width=384,
-        heads=6,
-        patch=2,
-        blocks=3,
-        gamma=0.05,
-        batch_size=512,
-        lr=1e-4,
-        min_lr=1e-4,
-        warmup=0.0,
-        steps=98 * 100,
-        fid="inception",
-        fid_samples=10_000,
-        fid_classifier_steps=5000,
-        eval_every=980,
-        ckpt_every=980,
-        curve_images=1000,
-    ),
-    # 100 epochs of 50,000 images at batch 512, constant lr
+    # 100 epochs of CIFAR-10's 50,000 images at batch 512, constant lr
+    "paper": dict(dataset="cifar10", layers=12, width=384, heads=6, patch=2, blocks=3, gamma=0.05,
+                  batch_size=512, lr=1e-4, min_lr=1e-4, warmup=0.0, steps=98 * 100,
+                  fid="inception", fid_samples=10_000, fid_classifier_steps=5000, eval_every=980,
+                  ckpt_every=980, curve_images=1000),
 }
 
 
 def pos_embedding_2d(grid, dim):
-    """Fixed 2-D sin-cos position embedding of a grid×grid patch grid (DiT, from MAE): (1, grid²,
-    dim)."""
+    """DiT's (MAE's) fixed 2-D sin-cos positions of a grid×grid of patches: (1, grid², dim)."""
     omega = 1 / 10_000 ** (torch.arange(dim // 4) / (dim // 4))  # (D/4,)
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     args = torch.cat([rows.reshape(-1, 1) * omega, cols.reshape(-1, 1) * omega], dim=1)  # (T, D/2)
@@ -147,14 +97,9 @@ def pos_embedding_2d(grid, dim):
 
 
 class DiT(nn.Module):
-    """Patchify → fixed positions → L AdaLN-Zero layers → final AdaLN + linear → unpatchify (DiT
-    §3.2).
-
-    Called as the EDM network F(c_in·z, c_noise, class); every layer is conditioned on c =
-    MLP(sigma_embedding(c_noise)) + label_embedding(class), and class `num_classes` is the null
-    class of classifier-free guidance. The AdaLN gates and the head start at 0 (db layers), so F = 0
-    at init.
-    """
+    """Patchify → fixed positions → L AdaLN-Zero layers → final layer → unpatchify (DiT §3.2), the
+    EDM network F(c_in·z, c_noise, class): every layer conditioned on c = MLP(sigma_embedding) +
+    label_embedding(class), class `num_classes` the null class of guidance; F = 0 at init."""
 
     def __init__(self, image_size, channels, patch, width, depth, heads, num_classes):
         super().__init__()
@@ -163,8 +108,7 @@ class DiT(nn.Module):
         self.register_buffer("pos", pos_embedding_2d(image_size // patch, width))
         self.embed_sigma = db.SigmaEmbedder(width)
         self.label_embedding = nn.Embedding(num_classes + 1, width)
-        # DiT's init: as small as the σ embedding
-        nn.init.normal_(self.label_embedding.weight, std=0.02)
+        nn.init.normal_(self.label_embedding.weight, std=0.02)  # DiT's init
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, patch * patch * channels)
 
@@ -180,13 +124,10 @@ class DiT(nn.Module):
 
 
 def build_model(cfg, method, image_size, channels, num_classes):
-    """A DiffusionBlocks container of DiTs splitting cfg.layers: B = cfg.blocks blocks, or for
-    backprop one block."""
+    """DiTs splitting L layers in a DiffusionBlocks container: B blocks, or one (backprop)."""
     num_blocks = 1 if method == "backprop" else cfg.blocks
-    blocks = [
-        DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
-        for depth in db.split_layers(cfg.layers, num_blocks)
-    ]
+    blocks = [DiT(image_size, channels, cfg.patch, cfg.width, depth, cfg.heads, num_classes)
+              for depth in db.split_layers(cfg.layers, num_blocks)]
     return db.DiffusionBlocks(blocks, gamma=cfg.gamma, partition=cfg.partition)
 
 
@@ -197,8 +138,7 @@ def build_model(cfg, method, image_size, channels, num_classes):
 
 @dataclasses.dataclass
 class Images:
-    """The dataset on its device, and the features that `fid` compares, shared by training and
-    evaluation."""
+    """The dataset on its device, and the features that `fid` compares."""
 
     x_train: torch.Tensor  # (N, C, H, W) uint8, on the device
     y_train: torch.Tensor  # (N,), on the device
@@ -212,8 +152,7 @@ class Images:
 
 
 def check_config(cfg):
-    """Refuse, in one line, flags that cannot work together (run by parse_config, before --out is
-    created)."""
+    """One-line errors for flags that cannot work together (parse_config, before --out exists)."""
     if cfg.width % 4:
         common.fail(f"--width {cfg.width} must be divisible by 4 (2-D sin-cos positions)")
 
@@ -224,52 +163,35 @@ def to_unit(x):
 
 
 def load_data(cfg, device):
-    """The images of --dataset (checked against --patch; with --validation the test split is 20 % of
-    the training split, held out) and the features of `fid`'s reference split (fid.py)."""
+    """The images of --dataset (--validation: 20 % of the training split held out as the test
+    split), checked against --patch, and the features of `fid`'s reference split (fid.py)."""
     data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
     if cfg.validation:
         data = validation_split(data, cfg.seed)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
-        common.fail(
-            f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of {H})"
-        )
-    print(
-        f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
-        f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
-        f"{data['num_classes']} classes"
-    )
+        common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of "
+                    f"{H})")
+    print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
+          f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
+          f"{data['num_classes']} classes")
     x_test = to_unit(data["x_test"])
     features = reference_features = None  # --block b only trains: --assemble evaluates
     if cfg.block < 0:
-        features = (
-            feature_network(cfg, data, device)
-            if cfg.fid == "classifier"
-            else inception_network(device)
-        )
+        classifier = cfg.fid == "classifier"
+        features = feature_network(cfg, data, device) if classifier else inception_network(device)
         with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
-            reference = (
-                (to_unit(x) for x in data["x_train"].split(1000))
-                if cfg.fid_reference == "train"
-                else x_test.split(1000)
-            )
+            reference = x_test.split(1000)
+            if cfg.fid_reference == "train":
+                reference = (to_unit(x) for x in data["x_train"].split(1000))
             reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
-    return Images(
-        data["x_train"].to(device),
-        data["y_train"].to(device),
-        x_test,
-        data["y_test"],
-        data["num_classes"],
-        cfg.dataset.startswith("cifar"),
-        device,
-        features,
-        reference_features,
-    )
+    return Images(data["x_train"].to(device), data["y_train"].to(device), x_test, data["y_test"],
+                  data["num_classes"], cfg.dataset.startswith("cifar"), device, features,
+                  reference_features)
 
 
 def get_batch(cfg, data, generator):
-    """(labels with --label-dropout of them replaced by the null class, images in [-1, 1]); random
-    flips on CIFAR."""
+    """(labels, --label-dropout of them the null class; images in [-1, 1], CIFAR's random flips)."""
     device = data.device
     idx = torch.randint(len(data.x_train), (cfg.batch_size,), generator=generator)
     drop = torch.rand(cfg.batch_size, generator=generator) < cfg.label_dropout
@@ -287,31 +209,25 @@ def get_batch(cfg, data, generator):
 
 
 def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
-    """E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] on the first `images` test images (0: all) (EDM's loss,
-    Eq. 2 and Table 1): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, each σ denoised by
-    the block owning it."""
-    n = images or len(data.x_test)
-    total = 0.0
+    """EDM's loss E_σ[λ(σ)·‖D(y + σε, σ, class) − y‖²] (Eq. 2, Table 1) on the first `images` test
+    images (0: all): σ at the midpoints of 8 equal-mass bins of p_σ, fixed ε, σ's block."""
+    n, total = images or len(data.x_test), 0.0
     with torch.no_grad(), common.autocast(data.device):
         sigmas = db.sampling_sigmas(2 * num_sigmas)[1::2].tolist()  # midpoints of equal-mass bins
-        for i, sigma in enumerate(
-            tqdm(sigmas, desc="test_denoise_loss", leave=False, mininterval=1.0)
-        ):
+        for i, sigma in enumerate(tqdm(sigmas, desc="test_denoise_loss", leave=False,
+                                       mininterval=1.0)):
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
             for y, label in zip(data.x_test[:n].split(1000), data.y_test[:n].split(1000)):
                 y, label = y.to(data.device), label.to(data.device)
                 z = y + sigma * torch.randn(y.shape, generator=gen).to(data.device)
-                D = model.denoise(z, sigma, label)
-                total += float(
-                    db.loss_weight(sigma) * (D.float() - y).square().flatten(1).mean(1).sum()
-                )
+                error = (model.denoise(z, sigma, label).float() - y).square().flatten(1).mean(1)
+                total += float(db.loss_weight(sigma) * error.sum())
     return {"test_denoise_loss": total / (num_sigmas * n)}
 
 
 def generate(cfg, model, labels, noise, num_classes):
     """Samples of --sampler on D = D_u + s·(D_c − D_u) (classifier-free guidance, Ho & Salimans
-    2022), quantised to 8 bits like the data; and the layers run per sample (one block per step,
-    twice with guidance)."""
+    2022), quantised to 8 bits, and the layers run per sample (σ's block, twice with guidance)."""
     layers_run = []
     null = torch.full_like(labels, num_classes)
 
@@ -320,8 +236,7 @@ def generate(cfg, model, labels, noise, num_classes):
         if cfg.guidance == 1:
             layers_run.append(len(model.blocks[b].layers))
             return model.denoise(z, sigma, labels, block=b)
-        # the conditional and the unconditional pass
-        layers_run.append(2 * len(model.blocks[b].layers))
+        layers_run.append(2 * len(model.blocks[b].layers))  # the conditional and unconditional
         both = model.denoise(torch.cat([z, z]), sigma, torch.cat([labels, null]), block=b)
         d_cond, d_uncond = both.chunk(2)
         return d_uncond + cfg.guidance * (d_cond - d_uncond)
@@ -333,41 +248,31 @@ def generate(cfg, model, labels, noise, num_classes):
 
 
 def final_evaluation(cfg, data, model, run_dir, grid_file="samples.pt"):
-    """fid, sampling cost, and a grid of samples (same labels and noise for every method) to
-    run_dir/grid_file."""
+    """fid, the sampling cost, and a grid of samples (the same labels and noise for every method)
+    to run_dir/grid_file."""
     K, (C, H, W) = data.num_classes, data.x_test.shape[1:]
     labels = torch.arange(cfg.fid_samples) % K  # balanced classes
-    noise = torch.randn(
-        (cfg.fid_samples, C, H, W), generator=torch.Generator().manual_seed(cfg.seed)
-    )
-    t0 = time.perf_counter()
-    samples = []
-    for label, eps in tqdm(
-        list(zip(labels.split(500), noise.split(500))), desc="sampling", leave=False
-    ):
+    generator = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn((cfg.fid_samples, C, H, W), generator=generator)
+    t0, samples = time.perf_counter(), []
+    batches = list(zip(labels.split(500), noise.split(500)))
+    for label, eps in tqdm(batches, desc="sampling", leave=False):
         images, layer_evals = generate(cfg, model, label.to(data.device), eps.to(data.device), K)
         samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
     seconds = time.perf_counter() - t0
     samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
     with torch.no_grad():
-        sample_features = torch.cat(
-            [data.features(x.to(data.device)) for x in samples.split(1000)]
-        ).cpu()
+        features = torch.cat([data.features(x.to(data.device)) for x in samples.split(1000)]).cpu()
     per_class = min(8, cfg.fid_samples // K)
-    # (K, per_class, C, H, W)
-    grid = samples[: per_class * K].view(per_class, K, C, H, W).transpose(0, 1)
+    grid = samples[: per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, …)
     common.save_atomic(grid, os.path.join(run_dir, grid_file))
-    return {
-        "fid": frechet_distance(sample_features, data.reference_features),
-        "fid_features": FID_FEATURES[cfg.fid],
-        "layer_evals_per_sample": layer_evals,
-        "sample_seconds_per_image": seconds / cfg.fid_samples,
-    }
+    return {"fid": frechet_distance(features, data.reference_features),
+            "fid_features": FID_FEATURES[cfg.fid], "layer_evals_per_sample": layer_evals,
+            "sample_seconds_per_image": seconds / cfg.fid_samples}
 
 
 def evaluate_ema(cfg, data, model, emas, run_dir):
-    """fid_ema and test_denoise_loss_ema: those of the EMA weights (samples_ema.pt beside the raw
-    weights' grid)."""
+    """fid_ema and test_denoise_loss_ema: those of the EMA weights (and samples_ema.pt)."""
     if not emas:
         return {}
     with common.averaged(emas):
@@ -377,30 +282,21 @@ def evaluate_ema(cfg, data, model, emas, run_dir):
 
 
 def evaluate_assembled(cfg, data, model, emas):
-    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the blocks trained in
-    their own processes."""
+    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the saved blocks."""
     run_dir = os.path.join(cfg.out, "assembled")
-    return {
-        **test_denoise_loss(cfg, data, model),
-        **final_evaluation(cfg, data, model, run_dir),
-        **evaluate_ema(cfg, data, model, emas, run_dir),
-    }
+    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir),
+            **evaluate_ema(cfg, data, model, emas, run_dir)}
 
 
 def plot_samples(methods, out):
-    """--out/samples.png: each method's grid (a row per class) side by side; same labels and noise
-    for all."""
+    """--out/samples.png: each method's grid (a row per class) side by side."""
     plt = common.pyplot()
-    grids = {
-        name: torch.load(os.path.join(out, name, "samples.pt"))
-        for name in methods
-        if os.path.exists(os.path.join(out, name, "samples.pt"))
-    }
+    paths = {name: os.path.join(out, name, "samples.pt") for name in methods}
+    grids = {name: torch.load(path) for name, path in paths.items() if os.path.exists(path)}
     fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 4.5), squeeze=False)
     for ax, (name, grid) in zip(axes[0], grids.items()):
         grid = F.pad(grid, (1, 1, 1, 1), value=0.0)  # a grey frame around every image
-        K, n, C, H, W = grid.shape
-        # (K·H, n·W, C) in [0, 1]
+        K, n, C, H, W = grid.shape  # the image: (K·H, n·W, C) in [0, 1]
         image = (grid.permute(0, 3, 1, 4, 2).reshape(K * H, n * W, C) + 1) / 2
         ax.imshow(image.squeeze(-1) if C == 1 else image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: fid {methods[name]['fid']:.3g}")
@@ -411,26 +307,18 @@ def plot_samples(methods, out):
 
 
 def evaluate(cfg, data, model, emas, run_dir):
-    """The final metrics of a trained model: fid and the sampling cost (samples.pt, a grid),
-    test_denoise_loss on every test image, and those of the EMA weights."""
-    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}  # the curve: a subset
-    return {
-        **final_evaluation(cfg, data, model, run_dir),
-        **final,
-        **evaluate_ema(cfg, data, model, emas, run_dir),
-    }
+    """The final metrics: fid and the sampling cost (samples.pt, a grid), test_denoise_loss on every
+    test image (the curve's used a subset), and those of the EMA weights."""
+    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}
+    return {**final_evaluation(cfg, data, model, run_dir), **final,
+            **evaluate_ema(cfg, data, model, emas, run_dir)}
 
 
 def extras(cfg, model, per_block):
-    """What metrics.json records beyond the common fields: the blocks' settings, the memory per
-    block."""
-    return {
-        "blocks": len(model.blocks),
-        "gamma": cfg.gamma,
-        "partition": cfg.partition,
-        "layers_per_block": db.split_layers(cfg.layers, len(model.blocks)),
-        "train_memory_per_block": per_block,
-    }
+    """metrics.json beyond the common fields: the blocks' settings, the memory per block."""
+    return {"blocks": len(model.blocks), "gamma": cfg.gamma, "partition": cfg.partition,
+            "layers_per_block": db.split_layers(cfg.layers, len(model.blocks)),
+            "train_memory_per_block": per_block}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,14 +327,9 @@ def extras(cfg, model, per_block):
 
 
 def train_step(model, optimizers, batch, b, generator=None):
-    """One iteration that trains block b alone on batch = (labels, images) → the loss, detached,
-    and the gradient norm.
-
-    Fig. 3: EDM's denoising loss of block b on its noise slice (Eq. 6, `db.DiffusionBlocks.loss`): σ
-    drawn from the slice and ε from `generator`, the DiT conditioned on the labels. Backprop is the
-    one block (b = 0) over the whole σ range. Only block b's parameters are in the graph and
-    stepped.
-    """
+    """One iteration that trains block b alone on batch = (labels, images) → (loss, gradient norm).
+    Fig. 3: EDM's loss of block b on its noise slice (Eq. 6), σ and ε from `generator`; backprop is
+    the one block (b = 0) over the whole σ range."""
     labels, images = batch
     with common.autocast(images.device):
         loss = model.loss(labels, images, block=b, generator=generator)
@@ -458,11 +341,10 @@ def train_step(model, optimizers, batch, b, generator=None):
 
 
 def train(cfg, data, method, model, emas, run_dir):
-    """Train `model` by `method` with cfg.steps updates per block (compute matching), emas[b] (if
-    any) updated after each step of block b → (stats, memory of the largest block, memory per
-    block); None after --block b, which saves block b and its EMA alone for --assemble."""
-    # DiffusionBlocks' B blocks, or backprop's one block of L layers
-    blocks = common.blocks_of(model)
+    """Train `model` by `method`, cfg.steps updates per block (compute matching), emas[b] updated
+    after each step of block b → (stats, memory of the largest block, memory per block); None
+    after --block b, which saves block b and its EMA alone for --assemble."""
+    blocks = common.blocks_of(model)  # DiffusionBlocks' B blocks, or backprop's one of L layers
     optimizers = [common.adamw(block, cfg) for block in blocks]
     gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
     noise = torch.Generator(data.device).manual_seed(cfg.seed)  # σ and ε of the loss
@@ -470,13 +352,9 @@ def train(cfg, data, method, model, emas, run_dir):
     iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
     batch0 = get_batch(cfg, data, torch.Generator().manual_seed(cfg.seed))
     memory, per_block = common.measure_blocks(
-        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
-    )
-    print(
-        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
-        "block(s), "
-        f"{iters} iterations of one block (= {cfg.steps} per block)"
-    )
+        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
+    print(f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
+          f"block(s), {iters} iterations of one block (= {cfg.steps} per block)")
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
     if emas:
         state["ema"] = common.Many(emas)
@@ -484,9 +362,7 @@ def train(cfg, data, method, model, emas, run_dir):
     loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
     for it in loop:
         batch = get_batch(cfg, data, gen)
-        # Fig. 3: a block drawn uniformly
-        b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
-        # one schedule over all the iterations
+        b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block  # Fig. 3: uniformly
         common.set_lr(optimizers[b], common.lr_at(cfg, it / iters))
         loss, grad_norm = train_step(model, optimizers, batch, b, noise)
         if emas:  # each block's own EMA, updated when that block trains
@@ -503,8 +379,7 @@ def train(cfg, data, method, model, emas, run_dir):
 
 
 def run_method(cfg, data, method, run_dir, desc=None):
-    """Build `method`'s model, train it (with one EMA per block) and evaluate it → its metrics.json
-    entry; None after --block."""
+    """Build, train (one EMA per block) and evaluate `method`'s model → its metrics.json entry."""
     common.seed_everything(cfg.seed)
     _, C, H, _ = data.x_test.shape
     model = build_model(cfg, method, H, C, data.num_classes).to(data.device)
@@ -520,23 +395,15 @@ def run_method(cfg, data, method, run_dir, desc=None):
 
 
 def main(cfg):
-    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json's
-    content."""
+    """Train and evaluate each --method (or evaluate --assemble'd blocks) → metrics.json."""
     device = common.start(cfg)
     data = load_data(cfg, device)
     _, C, H, _ = data.x_test.shape
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
         emas = [common.EMA(block, cfg.ema_std) for block in model.blocks] if cfg.ema_std else []
-        metrics = common.assemble(
-            cfg,
-            "train_dit.py",
-            "fid",
-            model,
-            lambda m: evaluate_assembled(cfg, data, m, emas),
-            device,
-            emas,
-        )
+        metrics = common.assemble(cfg, "train_dit.py", "fid", model,
+                                  lambda m: evaluate_assembled(cfg, data, m, emas), device, emas)
         plot_samples(metrics["methods"], cfg.out)
         return metrics
     for method in common.methods_to_run(cfg, METHODS):
@@ -548,17 +415,11 @@ def main(cfg):
     print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
     common.print_table(metrics["methods"], "fid")
     for name, r in metrics["methods"].items():
-        ema = (
-            f"; EMA σ_rel {r['ema_std']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
-            f"{r['test_denoise_loss_ema']:.4f}"
-            if "fid_ema" in r
-            else ""
-        )
-        print(
-            f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling "
-            f"{r['layer_evals_per_sample']} layer evaluations and "
-            f"{r['sample_seconds_per_image'] * 1e3:.3g} ms per image{ema}"
-        )
+        ema = (f"; EMA σ_rel {r['ema_std']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
+               f"{r['test_denoise_loss_ema']:.4f}") if "fid_ema" in r else ""
+        print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling "
+              f"{r['layer_evals_per_sample']} layer evaluations and "
+              f"{r['sample_seconds_per_image'] * 1e3:.3g} ms per image{ema}")
     common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
     plot_samples(metrics["methods"], cfg.out)
     return metrics
