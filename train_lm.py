@@ -30,18 +30,9 @@ import torch.nn.functional as F
 import common
 import diffusionblocks as db
 from data import UNK, decode
-from lm_eval import (
-    TEMPERATURES,
-    continue_held_out,
-    distinct_ngrams,
-    matched_sharpness,
-    plot_sharpness,
-    reference_accuracy,
-    reference_bpc,
-    sharpness_points,
-    text_corpus,
-    write_samples,
-)
+from lm_eval import (TEMPERATURES, continue_held_out, distinct_ngrams, matched_sharpness,
+                     plot_sharpness, reference_accuracy, reference_bpc, sharpness_points,
+                     text_corpus, write_samples)
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
@@ -49,168 +40,77 @@ MODELS = ["mdm", "ar"]
 READOUTS = [(grid, readout) for grid in ("boundaries", "final") for readout in ("last", "sum")]
 
 
+option = common.option
+
+
 @dataclasses.dataclass
 class Config(common.DiscreteConfig):
-    model: str = common.option(
-        "mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive (causal)", MODELS
-    )
-    dataset: str = common.option(
-        "pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH"
-    )
-    layers: int = common.option(
-        6, "L, transformer layers of the whole network (CPU-sized; paper: 12)"
-    )
-    width: int = common.option(128, "model width (CPU-sized; paper: 768)")
-    heads: int = common.option(4, "attention heads (CPU-sized; paper: 12)")
-    seq_len: int = common.option(128, "characters per training sequence (CPU-sized; paper: 256)")
-    steps: int = common.option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
-    batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
-    lr: float = common.option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 3e-4)")
-    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
-    weight_decay: float = common.option(0.03, "AdamW weight decay (paper, MDM: 0.03)")
-    elbo_samples: int = common.option(
-        8, "MDM: (t, mask) draws per test sequence of the ELBO estimate"
-    )
-    sample_steps: int = common.option(
-        48, "MDM: ancestral unmasking steps (a multiple of B gives each block as many)"
-    )
-    gen_samples: int = common.option(32, "sequences generated and scored by the judge for gen_ppl")
-    gen_tokens: int = common.option(
-        64, "AR: characters generated per held-out prompt of seq_len − gen_tokens"
-    )
-    temperature: float = common.option(
-        0.0, "sampling temperature of AR generation; 0 = greedy (paper)"
-    )
-    judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    eval_sequences: int = common.option(
-        0, "test sequences per evaluation, evenly spaced; 0 = the whole test split"
-    )
-    grid: str = common.option(
-        "final",
-        "AR DiffusionBlocks read-out σ grid (db.prediction_sigmas): the "
-        "authors' Euler steps + a final call at σ_min, or one call per block at its "
-        "top; chosen on validation text (results/README.md)",
-        ["final", "boundaries"],
-    )
-    readout: str = common.option(
-        "sum",
-        "AR DiffusionBlocks logits read out: the sum of every call's "
-        "log-softmax, or the last call's; chosen on validation text "
-        "(results/README.md)",
-        ["sum", "last"],
-    )
-    stream: str = common.option(
-        "single",
-        "AR DiffusionBlocks block: single, one causal stream whose position i also carries the "
-        "noisy hint of x_{i+1} (n tokens), or two, [noisy slots ; clean tokens] under Block "
-        "Diffusion's mask (the paper's layout, 2n tokens); chosen on validation text "
-        "(results/README.md: as accurate, less memory)",
-        ["single", "two"],
-    )
-    bridge: str = common.option(
-        "soft",
-        "AR DiffusionBlocks read-out chain's denoiser: soft, D = softmax(logits) @ E; hard, "
-        "D = E[argmax]",
-        ["soft", "hard"],
-    )
-    validation: bool = common.option(
-        False,
-        "evaluate on the validation split (5 per cent of the text "
-        "before the test split), to choose settings; metrics are then named "
-        "val_*",
-    )
+    model: str = option("mdm", "mdm: masked diffusion (bidirectional, MD4); ar: autoregressive "
+                        "(causal)", MODELS)
+    # DiffusionBlocks (§3; B, γ: the presets, the paper's per model), AR's chosen on validation
+    # text (results/README.md)
+    weighting: str = option("uniform", "AR: loss weight, 1 or EDM's λ(σ)", ["uniform", "edm"])
+    mislabel: float = option(0.2, "AR: rate of wrong-character hints in training (presets: 0.8)")
+    stream: str = option("single", "AR block: single, one causal stream whose position i also "
+                         "carries the noisy hint of x_{i+1} (n tokens), or two, [noisy slots ; "
+                         "clean tokens] under Block Diffusion's mask (the paper's, 2n tokens)",
+                         ["single", "two"])
+    grid: str = option("final", "AR read-out σ grid: the authors' Euler steps and a last call at "
+                       "σ_min, or one call per block at its top", ["final", "boundaries"])
+    readout: str = option("sum", "AR logits read out: every call's log-softmax summed, or the "
+                          "last call's", ["sum", "last"])
+    bridge: str = option("soft", "AR read-out chain's denoiser: soft, D = softmax(logits) @ E; "
+                         "hard, D = E[argmax]", ["soft", "hard"])
+    # the network, its training and evaluation
+    dataset: str = option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, "
+                          "or txt:PATH")
+    layers: int = option(6, "L, transformer layers of the whole network (CPU-sized; paper: 12)")
+    width: int = option(128, "model width (CPU-sized; paper: 768)")
+    heads: int = option(4, "attention heads (CPU-sized; paper: 12)")
+    seq_len: int = option(128, "characters per training sequence (CPU-sized; paper: 256)")
+    steps: int = option(1500, "baseline iterations N (CPU-sized); each block gets N updates")
+    batch_size: int = option(32, "sequences per batch (CPU-sized)")
+    lr: float = option(1e-3, "peak AdamW learning rate (CPU-sized; paper: 3e-4)")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay")
+    weight_decay: float = option(0.03, "AdamW weight decay (paper, MDM: 0.03)")
+    elbo_samples: int = option(8, "MDM: (t, mask) draws per test sequence of the ELBO estimate")
+    sample_steps: int = option(48, "MDM: ancestral unmasking steps (a multiple of B gives each "
+                               "block as many)")
+    gen_samples: int = option(32, "sequences generated and scored by the judge for gen_ppl")
+    gen_tokens: int = option(64, "AR: characters generated per held-out prompt of seq_len − "
+                             "gen_tokens")
+    temperature: float = option(0.0, "sampling temperature of AR generation; 0 = greedy (paper)")
+    judge_order: int = option(6, "order n of the character n-gram judge of gen_ppl")
+    eval_sequences: int = option(0, "test sequences per evaluation, evenly spaced; 0 = all")
+    validation: bool = option(False, "evaluate on the validation split (5 per cent of the text "
+                              "before the test split), to choose settings; metrics are val_*")
 
 
-PRESETS = {  # per --model; a flag overrides any of these
+# per --model; a flag overrides any of these. The paper's AR runs on LM1B, whose word pieces this
+# character-level script stands in for with text8; batch and steps: not in the paper, for one GPU
+PRESETS = {
     "mdm": {
-        "smoke": dict(
-            layers=3,
-            width=32,
-            heads=2,
-            seq_len=32,
-            steps=12,
-            batch_size=8,
-            eval_every=6,
-            ckpt_every=6,
-            elbo_samples=2,
-            sample_steps=6,
-            gen_samples=4,
-            eval_sequences=8,
-        ),
-        "cpu": dict(
-            blocks=3, gamma=0.05, seq_len=64, steps=2000, lr=6e-4
-        ),  # lr, steps: backprop's validation bpc (results/)
-        "paper": dict(
-            dataset="text8",
-            layers=12,
-            width=768,
-            heads=12,
-            seq_len=256,
-            blocks=3,
-            gamma=0.05,
-            lr=3e-4,
-            min_lr=3e-5,
-            weight_decay=0.03,
-            warmup=2000 / 100_000,
-            eval_every=5000,
-            ckpt_every=5000,
-            eval_sequences=0,
-            sample_steps=255,
-            # batch and steps: not in the paper, sized for one GPU
-            batch_size=256,
-            steps=100_000,
-        ),
+        "smoke": dict(layers=3, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6,
+                      ckpt_every=6, elbo_samples=2, sample_steps=6, gen_samples=4,
+                      eval_sequences=8),
+        # lr, steps: backprop's validation bpc (results/README.md)
+        "cpu": dict(blocks=3, gamma=0.05, seq_len=64, steps=2000, lr=6e-4),
+        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=3,
+                      gamma=0.05, lr=3e-4, min_lr=3e-5, weight_decay=0.03,
+                      warmup=2000 / 100_000, eval_every=5000, ckpt_every=5000, eval_sequences=0,
+                      sample_steps=255, batch_size=256, steps=100_000),
     },
     "ar": {
-        "smoke": dict(
-            layers=4,
-            width=32,
-            heads=2,
-            seq_len=32,
-            steps=12,
-            batch_size=8,
-            eval_every=6,
-            ckpt_every=6,
-            blocks=4,
-            gamma=0.1,
-            gen_samples=4,
-            gen_tokens=8,
-            eval_sequences=8,
-        ),
-        "cpu": dict(
-            layers=8,
-            width=64,
-            blocks=4,
-            gamma=0.1,
-            seq_len=64,
-            steps=800,
-            lr=3e-3,
-            gen_tokens=32,
-            # lr, steps: backprop's validation accuracy; mislabel, stream: DiffusionBlocks'
-            mislabel=0.8,
-        ),
-        "paper": dict(
-            dataset="text8",
-            layers=12,
-            width=768,
-            heads=12,
-            seq_len=256,
-            blocks=4,
-            gamma=0.1,
-            lr=3e-4,
-            min_lr=3e-5,
-            warmup=2500 / 100_000,
-            gen_tokens=128,
-            eval_every=5000,
-            mislabel=0.8,
-            ckpt_every=5000,
-            eval_sequences=0,
-            # batch, steps, weight decay: not in the paper; text8
-            batch_size=256,
-            steps=100_000,
-        ),
-        # stands in for the paper's LM1B, which needs a word-piece tokenizer (this script is
-        # character-level)
+        "smoke": dict(layers=4, width=32, heads=2, seq_len=32, steps=12, batch_size=8, eval_every=6,
+                      ckpt_every=6, blocks=4, gamma=0.1, gen_samples=4, gen_tokens=8,
+                      eval_sequences=8),
+        # lr, steps: backprop's validation accuracy; mislabel (and stream): DiffusionBlocks'
+        "cpu": dict(layers=8, width=64, blocks=4, gamma=0.1, seq_len=64, steps=800, lr=3e-3,
+                    gen_tokens=32, mislabel=0.8),
+        "paper": dict(dataset="text8", layers=12, width=768, heads=12, seq_len=256, blocks=4,
+                      gamma=0.1, lr=3e-4, min_lr=3e-5, warmup=2500 / 100_000, gen_tokens=128,
+                      eval_every=5000, mislabel=0.8, ckpt_every=5000, eval_sequences=0,
+                      batch_size=256, steps=100_000),
     },
 }
 
@@ -336,9 +236,8 @@ class CausalLM(nn.Module):
         cz = self.embed_sigma(c_noise)  # (N, m, D): each slot's own σ
         mask = db.concat_mask(n, m, h.device)  # (m+n, m+n)
         for i, layer in enumerate(self.layers):
-            hz, h = db.two_stream_layer(
-                layer, hz, cz, h, self.cond, mask, last=i == len(self.layers) - 1
-            )
+            hz, h = db.two_stream_layer(layer, hz, cz, h, self.cond, mask,
+                                        last=i == len(self.layers) - 1)
         return self.final(hz, cz)
 
 
@@ -355,14 +254,10 @@ def build_model(cfg, method, vocab):
     if method == "backprop":
         return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads)
     blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.width, cfg.stream) for d in depths]
-    return db.DiffusionBlocks(
-        blocks,
-        embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
-        gamma=cfg.gamma,
-        partition=cfg.partition,
-        weighting=cfg.weighting,
-        mislabel=cfg.mislabel,
-    )
+    return db.DiffusionBlocks(blocks,
+                              embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
+                              gamma=cfg.gamma, partition=cfg.partition, weighting=cfg.weighting,
+                              mislabel=cfg.mislabel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,9 +302,8 @@ def ar_logits(model, cfg, context, m, generator, start="mean"):
         sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), cfg.grid)
         k = context.shape[1] if cfg.stream == "single" else m  # the positions that carry a chain
         shape = (len(context), k, cfg.width)
-        logits = model.predict(
-            context, shape, sigmas, start, cfg.readout, generator, context.device, cfg.bridge
-        )
+        logits = model.predict(context, shape, sigmas, start, cfg.readout, generator,
+                               context.device, cfg.bridge)
         return logits[:, -m:]
     return model(None, None, context)[:, -m:]
 
@@ -453,9 +347,8 @@ def bpc_per_slice(model, cfg, corpus):
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad(), common.autocast(corpus.device):
         total = sum(
-            mdm_elbo_bits(
-                model.logits, x.to(corpus.device), model.mask_id, cfg.blocks, cfg.elbo_samples, gen
-            )
+            mdm_elbo_bits(model.logits, x.to(corpus.device), model.mask_id, cfg.blocks,
+                          cfg.elbo_samples, gen)
             for x in corpus.test_eval.split(cfg.batch_size)
         )
     return total / len(corpus.test_eval)
@@ -470,11 +363,9 @@ def add_scores(sums, split, name, logits, y, draws=None):
     else:
         sample_hits = logits.softmax(-1).gather(-1, y[..., None])
     ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-    for key, value in (
-        (f"{split}_ce{name}", ce),
-        (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-        (f"{split}_sample_acc{name}", sample_hits.sum()),
-    ):
+    for key, value in ((f"{split}_ce{name}", ce),
+                       (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
+                       (f"{split}_sample_acc{name}", sample_hits.sum())):
         sums[key] = sums.get(key, 0.0) + float(value)
 
 
@@ -486,12 +377,8 @@ def evaluate_ar(model, cfg, corpus):
     expected accuracy of a temperature-1 draw (backprop: the mean probability of the true character;
     DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a draw).
     `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
-    gen, sums, split, n = (
-        torch.Generator(corpus.device).manual_seed(cfg.seed),
-        {},
-        corpus.split,
-        cfg.seq_len,
-    )
+    gen, sums, split, n = (torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split,
+                           cfg.seq_len)
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
             x = x.to(corpus.device)
@@ -536,39 +423,29 @@ def final_evaluation(model, cfg, corpus, run_dir):
     gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
     if cfg.model == "ar":
         if isinstance(model, db.DiffusionBlocks):
-            decoders = {
-                "": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
-                "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0),
-            }
+            decoders = {"": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
+                        "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0)}
         else:
             logits = partial(next_char_logits, model, cfg, gen, "mean")
-            decoders = {
-                "": (logits, cfg.temperature),
-                **{f"_T{t:g}": (logits, t) for t in TEMPERATURES},
-            }
+            decoders = {"": (logits, cfg.temperature),
+                        **{f"_T{t:g}": (logits, t) for t in TEMPERATURES}}
             decoders["_t1"] = decoders["_T1"]
         texts, gen_ppl, distinct, judge_ppl = continue_held_out(
-            list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device
-        )
-        result = {
-            "judge_ppl_held_out": judge_ppl,
-            **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
-        }
+            list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
+        result = {"judge_ppl_held_out": judge_ppl,
+                  **reference_accuracy(corpus.data, corpus.test_eval, corpus.split)}
         for name, ppl, dist in zip(decoders, gen_ppl, distinct):
             result.update({f"gen_ppl{name}": ppl, f"distinct_4{name}": dist})
         texts = texts[0]
     else:
         with torch.no_grad(), common.autocast(corpus.device):
-            samples = model.sample(
-                (cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen, corpus.device
-            )
+            samples = model.sample((cfg.gen_samples, cfg.seq_len), cfg.sample_steps, gen,
+                                   corpus.device)
             texts = [decode(s, chars) for s in samples]
-            result = {
-                "gen_ppl": corpus.judge.perplexity(samples),
-                "distinct_4": distinct_ngrams(samples.cpu()),
-                "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
-                f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist(),
-            }
+            result = {"gen_ppl": corpus.judge.perplexity(samples),
+                      "distinct_4": distinct_ngrams(samples.cpu()),
+                      "judge_ppl_held_out": corpus.judge.perplexity(corpus.test),
+                      f"{corpus.split}_bpc_per_block": bpc_per_slice(model, cfg, corpus).tolist()}
     write_samples(texts, run_dir)
     return {**result, **reference_bpc(corpus.data, corpus.judge), "samples": texts[:3]}
 
@@ -576,22 +453,14 @@ def final_evaluation(model, cfg, corpus, run_dir):
 def extras(cfg, method, model, per_block):
     """What metrics.json records beyond the common fields: the blocks, DiffusionBlocks' settings."""
     blocks = len(common.blocks_of(model))
-    extra = {
-        "blocks": blocks,
-        "layers_per_block": db.split_layers(cfg.layers, blocks),
-        "train_memory_per_block": per_block,
-    }
+    extra = {"blocks": blocks, "layers_per_block": db.split_layers(cfg.layers, blocks),
+             "train_memory_per_block": per_block}
     if method == "diffusionblocks":
-        extra.update(
-            gamma=cfg.gamma, partition=cfg.partition if cfg.model == "ar" else "equal drops of α"
-        )
+        extra.update(gamma=cfg.gamma,
+                     partition=cfg.partition if cfg.model == "ar" else "equal drops of α")
         if cfg.model == "ar":
-            extra.update(
-                weighting=cfg.weighting,
-                mislabel=cfg.mislabel,
-                readout=f"{cfg.grid}/{cfg.readout}/{cfg.bridge}",
-                stream=cfg.stream,
-            )
+            extra.update(weighting=cfg.weighting, mislabel=cfg.mislabel,
+                         readout=f"{cfg.grid}/{cfg.readout}/{cfg.bridge}", stream=cfg.stream)
     return extra
 
 
@@ -630,9 +499,8 @@ def report(methods, ar, split="test"):
             if f"{split}_next_token_acc_final_sum" in r:
                 print(
                     f"  chain from z_0 = 0, {split}_next_token_acc by grid/read-out: "
-                    + ", ".join(
-                        f"{g}/{o} {r[f'{split}_next_token_acc_{g}_{o}']:.4f}" for g, o in READOUTS
-                    )
+                    + ", ".join(f"{g}/{o} {r[f'{split}_next_token_acc_{g}_{o}']:.4f}" for g,
+                                o in READOUTS)
                 )
             for decoder, key in sharpness_points(r):
                 print(
@@ -658,15 +526,10 @@ def plot_bpc_per_block(methods, out, split="test"):
     width = 0.8 / len(methods)
     for i, (name, r) in enumerate(methods.items()):
         parts = r[f"{split}_bpc_per_block"]
-        ax.bar(
-            np.arange(len(parts)) + i * width,
-            parts,
-            width,
-            label=f"{name} ({r[split + '_bpc']:.3f} bpc)",
-        )
-    ax.set_xticks(
-        np.arange(len(parts)) + 0.4 - width / 2, [f"block {b}" for b in range(len(parts))]
-    )
+        ax.bar(np.arange(len(parts)) + i * width, parts, width,
+               label=f"{name} ({r[split + '_bpc']:.3f} bpc)")
+    ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2,
+                  [f"block {b}" for b in range(len(parts))])
     ax.set_xlabel("t slice (block 0 = most masked)")
     ax.set_ylabel(f"contribution to {split} bits per character")
     ax.legend()
@@ -696,9 +559,8 @@ def train_step(model, optimizers, batch, b, generator=None):
         if isinstance(model, db.DiffusionBlocks):
             loss = model.loss(x[:, :-1], x[:, 1:], block=b, generator=generator)
         elif isinstance(model, CausalLM):
-            loss = F.cross_entropy(
-                model(None, None, x[:, :-1]).float().flatten(0, 1), x[:, 1:].flatten()
-            )
+            loss = F.cross_entropy(model(None, None, x[:, :-1]).float().flatten(0, 1),
+                                   x[:, 1:].flatten())
         else:
             loss = model.loss(x, b, generator)
     block = common.blocks_of(model)[b]
@@ -722,9 +584,8 @@ def train(cfg, corpus, method, model, run_dir):
     trained = range(len(blocks)) if cfg.block < 0 else [cfg.block]
     iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
     batch0 = get_batch(cfg, corpus, torch.Generator().manual_seed(cfg.seed))
-    memory, per_block = common.measure_blocks(
-        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained
-    )
+    memory, per_block = common.measure_blocks(model, optimizers, lambda m, o,
+                                              b: train_step(m, o, batch0, b), trained)
     print(
         f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
         "block(s), "
@@ -776,10 +637,8 @@ def main(cfg):
             "train_lm.py",
             headline,
             model,
-            lambda m: {
-                **evaluate(m, cfg, corpus),
-                **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled")),
-            },
+            lambda m: {**evaluate(m, cfg, corpus),
+                       **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled"))},
             device,
         )
         report(metrics["methods"], ar, split)
@@ -797,10 +656,8 @@ def main(cfg):
         result = common.method_result(
             stats,
             memory,
-            {
-                **final_evaluation(model, cfg, corpus, run_dir),
-                **extras(cfg, method, model, per_block),
-            },
+            {**final_evaluation(model, cfg, corpus, run_dir),
+             **extras(cfg, method, model, per_block)},
         )
         common.write_metrics(cfg, "train_lm.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
@@ -815,9 +672,8 @@ def main(cfg):
                 "noise): "
                 "gen_ppl backprop {0:.3f} (interpolated over its temperatures), "
                 "DiffusionBlocks {1:.3f}".format(
-                    *matched_sharpness(
-                        metrics["methods"]["backprop"], metrics["methods"]["diffusionblocks"]
-                    )
+                    *matched_sharpness(metrics["methods"]["backprop"],
+                                       metrics["methods"]["diffusionblocks"])
                 )
             )
     else:
@@ -828,6 +684,5 @@ def main(cfg):
 if __name__ == "__main__":
     config = parse_args()
     split = "val" if config.validation else "test"
-    common.run_seeds(
-        main, config, f"{split}_next_token_acc" if config.model == "ar" else f"{split}_bpc"
-    )
+    common.run_seeds(main, config,
+                     f"{split}_next_token_acc" if config.model == "ar" else f"{split}_bpc")
