@@ -26,131 +26,69 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from lm_eval import (
-    TEMPERATURES,
-    continue_held_out,
-    matched_sharpness,
-    plot_sharpness,
-    reference_accuracy,
-    sharpness_points,
-    text_corpus,
-    write_samples,
-)
+from lm_eval import (TEMPERATURES, continue_held_out, matched_sharpness, plot_sharpness,
+                     reference_accuracy, sharpness_points, text_corpus, write_samples)
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
 
 
+option = common.option
+
+
 @dataclasses.dataclass
 class Config(common.DiscreteConfig):
-    dataset: str = common.option(
-        "pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, or txt:PATH"
-    )
-    blocks: int = common.option(
-        1, "B = 1: the core is one σ-conditioned denoiser, no partition (fixed)"
-    )
-    width: int = common.option(64, "model width (CPU-sized; paper: 512)")
-    heads: int = common.option(4, "attention heads (CPU-sized; paper: 8)")
-    prelude: int = common.option(2, "prelude layers (the paper's 2)")
-    core: int = common.option(4, "core layers, shared across iterations (the paper's 4)")
-    coda: int = common.option(2, "coda layers (the paper's 2)")
-    seq_len: int = common.option(64, "characters per training sequence (CPU-sized; paper: 256)")
-    mean_iters: int = common.option(
-        32,
-        "mean K of the baseline's iteration sampler (the paper's 32; at 16 "
-        "the measured time ratio falls under 5× on a CPU)",
-    )
-    bptt: int = common.option(
-        4, "baseline: iterations that get gradients, the last ones (CPU-sized; paper: 8)"
-    )
-    infer_iters: int = common.option(
-        0, "test-time iterations K of both methods; 0 = --mean-iters (Huginn's default)"
-    )
-    steps: int = common.option(
-        1200,
-        "baseline iterations N (CPU-sized; chosen on validation text, results/); "
-        "DiffusionBlocks runs N·--db-steps-mult",
-    )
-    db_steps_mult: int = common.option(
-        1,
-        "DiffusionBlocks iterations per baseline iteration: 1 = equal data "
-        "passes, 3 = the paper's 3× longer schedule",
-    )
-    batch_size: int = common.option(32, "sequences per batch (CPU-sized)")
-    lr: float = common.option(
-        5e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text, results/)"
-    )
-    min_lr: float = common.option(1e-4, "learning rate at the end of the cosine decay")
-    weight_decay: float = common.option(0.03, "AdamW weight decay (as train_lm.py)")
-    eval_every: int = common.option(200, "iterations between test evaluations (learning curves)")
-    gen_samples: int = common.option(
-        24, "held-out prompts continued and scored by the judge for gen_ppl"
-    )
-    gen_tokens: int = common.option(24, "characters generated per prompt of seq_len − gen_tokens")
-    temperature: float = common.option(0.0, "sampling temperature of generation; 0 = greedy")
-    judge_order: int = common.option(6, "order n of the character n-gram judge of gen_ppl")
-    mislabel: float = common.option(
-        0.9,
-        "rate of wrong-character hints in DiffusionBlocks training (a "
-        "corrupted forward process); chosen on validation text (results/)",
-    )
-    grid: str = common.option(
-        "boundaries",
-        "DiffusionBlocks read-out σ grid of its K calls "
-        "(db.prediction_sigmas): K equal-CDF steps from σ_max, or the authors' K − 1 "
-        "steps + a final call at σ_min",
-        ["boundaries", "final"],
-    )
-    readout: str = common.option(
-        "last",
-        "DiffusionBlocks logits read out: the last call's, or the sum of every call's log-softmax",
-        ["last", "sum"],
-    )
-    eval_sequences: int = common.option(
-        0, "test sequences per evaluation, evenly spaced; 0 = the whole test split"
-    )
-    validation: bool = common.option(
-        False,
-        "evaluate on the validation split (5 per cent of the text before "
-        "the test split), to choose settings; metrics are then named val_*",
-    )
+    # DiffusionBlocks (§4.4): the core is one σ-conditioned denoiser; the rest chosen on validation
+    # text (results/README.md)
+    blocks: int = option(1, "B = 1: the core is one σ-conditioned denoiser, no partition (fixed)")
+    mislabel: float = option(0.9, "rate of wrong-character hints in DiffusionBlocks training")
+    grid: str = option("boundaries", "read-out σ grid of its K calls: K equal-CDF steps from "
+                       "σ_max, or the authors' K − 1 steps and a last call at σ_min",
+                       ["boundaries", "final"])
+    readout: str = option("last", "logits read out: the last call's, or every call's "
+                          "log-softmax summed", ["last", "sum"])
+    db_steps_mult: int = option(1, "DiffusionBlocks iterations per baseline iteration: 1 = equal "
+                                "data passes, 3 = the paper's 3× longer schedule")
+    # the recurrent-depth model (Huginn §3), its training and evaluation
+    dataset: str = option("pydoc", "pydoc (CPython's bundled docs, offline), shakespeare, text8, "
+                          "or txt:PATH")
+    width: int = option(64, "model width (CPU-sized; paper: 512)")
+    heads: int = option(4, "attention heads (CPU-sized; paper: 8)")
+    prelude: int = option(2, "prelude layers (the paper's 2)")
+    core: int = option(4, "core layers, shared across iterations (the paper's 4)")
+    coda: int = option(2, "coda layers (the paper's 2)")
+    seq_len: int = option(64, "characters per training sequence (CPU-sized; paper: 256)")
+    mean_iters: int = option(32, "mean K of the baseline's iteration sampler (the paper's 32; at "
+                             "16 the measured time ratio falls under 5× on a CPU)")
+    bptt: int = option(4, "baseline: iterations that get gradients, the last ones (paper: 8)")
+    infer_iters: int = option(0, "test-time iterations K of both methods; 0 = --mean-iters")
+    steps: int = option(1200, "baseline iterations N (CPU-sized; chosen on validation text); "
+                        "DiffusionBlocks runs N·--db-steps-mult")
+    batch_size: int = option(32, "sequences per batch (CPU-sized)")
+    lr: float = option(5e-3, "peak AdamW learning rate (CPU-sized; chosen on validation text)")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay")
+    weight_decay: float = option(0.03, "AdamW weight decay (as train_lm.py)")
+    eval_every: int = option(200, "iterations between test evaluations (learning curves)")
+    gen_samples: int = option(24, "held-out prompts continued and scored by the judge for gen_ppl")
+    gen_tokens: int = option(24, "characters generated per prompt of seq_len − gen_tokens")
+    temperature: float = option(0.0, "sampling temperature of generation; 0 = greedy")
+    judge_order: int = option(6, "order n of the character n-gram judge of gen_ppl")
+    eval_sequences: int = option(0, "test sequences per evaluation, evenly spaced; 0 = all")
+    validation: bool = option(False, "evaluate on the validation split (5 per cent of the text "
+                              "before the test split), to choose settings; metrics are val_*")
 
 
 TEXT8_TRAIN_CHARS = 90_000_000
 PRESETS = {
-    "smoke": dict(
-        width=32,
-        heads=2,
-        seq_len=32,
-        mean_iters=4,
-        bptt=2,
-        steps=12,
-        batch_size=8,
-        eval_every=6,
-        ckpt_every=6,
-        gen_samples=4,
-        gen_tokens=8,
-        eval_sequences=8,
-    ),
+    "smoke": dict(width=32, heads=2, seq_len=32, mean_iters=4, bptt=2, steps=12, batch_size=8,
+                  eval_every=6, ckpt_every=6, gen_samples=4, gen_tokens=8, eval_sequences=8),
     "cpu": {},
-    "paper": dict(
-        dataset="text8",
-        width=512,
-        heads=8,
-        seq_len=256,
-        mean_iters=32,
-        bptt=8,
-        batch_size=256,
-        # 5 epochs of text8's training split
-        steps=round(5 * TEXT8_TRAIN_CHARS / (256 * 256)),
-        db_steps_mult=3,  # DiffusionBlocks: 15 epochs, as in the paper
-        lr=3e-4,
-        min_lr=3e-5,
-        eval_every=1000,
-        ckpt_every=1000,
-        gen_tokens=128,
-        eval_sequences=2048,
-    ),  # batch, learning rate, evaluation subset: not in the paper
+    # 5 epochs of text8's training split, DiffusionBlocks 15 as in the paper; batch, learning rate,
+    # evaluation subset: not in the paper
+    "paper": dict(dataset="text8", width=512, heads=8, seq_len=256, mean_iters=32, bptt=8,
+                  batch_size=256, steps=round(5 * TEXT8_TRAIN_CHARS / (256 * 256)),
+                  db_steps_mult=3, lr=3e-4, min_lr=3e-5, eval_every=1000, ckpt_every=1000,
+                  gen_tokens=128, eval_sequences=2048),
 }
 
 
@@ -175,19 +113,8 @@ class RecurrentDepthLM(nn.Module):
     transformer-layer calls (prelude, core and coda), under no_grad too.
     """
 
-    def __init__(
-        self,
-        vocab,
-        width,
-        heads,
-        seq_len,
-        prelude=2,
-        core=4,
-        coda=2,
-        target_dim=None,
-        mean_iters=32,
-        bptt=None,
-    ):
+    def __init__(self, vocab, width, heads, seq_len, prelude=2, core=4, coda=2, target_dim=None,
+                 mean_iters=32, bptt=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         # the scale of the positions (GPT-2; std 1 drowns them)
@@ -248,14 +175,9 @@ class RecurrentDepthLM(nn.Module):
         into e from those."""
         e = self.encode(x)
         c = self.cond.expand(len(x), -1)
-        s = torch.nn.init.trunc_normal_(
-            torch.empty_like(e),
-            0.0,
-            self.state_std,
-            -3 * self.state_std,
-            3 * self.state_std,
-            generator=generator,
-        )
+        s = torch.nn.init.trunc_normal_(torch.empty_like(e), 0.0, self.state_std,
+                                        -3 * self.state_std, 3 * self.state_std,
+                                        generator=generator)
         grad_iters = iters if bptt is None else min(bptt, iters)
         with torch.no_grad():
             for _ in range(iters - grad_iters):
@@ -280,12 +202,9 @@ def build_model(cfg, method, vocab):
     sizes = (vocab, cfg.width, cfg.heads, cfg.seq_len, cfg.prelude, cfg.core, cfg.coda)
     if method == "bptt":
         return RecurrentDepthLM(*sizes, mean_iters=cfg.mean_iters, bptt=cfg.bptt)
-    return db.DiffusionBlocks(
-        [RecurrentDepthLM(*sizes, target_dim=cfg.width)],
-        embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
-        weighting=cfg.weighting,
-        mislabel=cfg.mislabel,
-    )
+    return db.DiffusionBlocks([RecurrentDepthLM(*sizes, target_dim=cfg.width)],
+                              embedding=db.target_embedding(vocab, cfg.width, seed=cfg.seed),
+                              weighting=cfg.weighting, mislabel=cfg.mislabel)
 
 
 def network(model):
@@ -302,9 +221,8 @@ def huginn_iters(mean_iters, generator=None):
 
 
 @torch.no_grad()
-def next_token_logits(
-    model, x, iters, generator=None, start="mean", grid="boundaries", readout="last"
-):
+def next_token_logits(model, x, iters, generator=None, start="mean", grid="boundaries",
+                      readout="last"):
     """Logits (N, n, V) for contexts x (N, n) with K = iters test-time iterations: K core passes
     (baseline: 2 + 4K + 2 layer evaluations), or the `readout` of K calls on the `grid` of
     db.prediction_sigmas (DiffusionBlocks §4; every position shares the step's σ, the prelude runs
@@ -315,9 +233,8 @@ def next_token_logits(
     e = model.blocks[0].encode(x)
     grid = grid if iters >= 2 else "boundaries"  # "final" needs ≥ 2 calls
     sigmas = db.prediction_sigmas(model.sigmas, iters, grid)
-    return model.predict(
-        e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator, x.device
-    )
+    return model.predict(e, (*x.shape, model.embedding.shape[1]), sigmas, start, readout, generator,
+                         x.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,11 +305,8 @@ def evaluate(model, cfg, corpus, iters):
             else:
                 sampled += float(logits.softmax(-1).gather(-1, y[..., None]).sum())
     count, split = len(corpus.test_eval) * cfg.seq_len, corpus.split
-    return {
-        f"{split}_next_token_acc": correct / count,
-        f"{split}_ce": ce / count,
-        f"{split}_sample_acc": sampled / count,
-    }
+    return {f"{split}_next_token_acc": correct / count, f"{split}_ce": ce / count,
+            f"{split}_sample_acc": sampled / count}
 
 
 def prediction_layers(cfg, method, iters):
@@ -407,11 +321,8 @@ def quality_at(model, cfg, corpus, iters):
     """evaluate() at K = iters, with the layer evaluations of one prediction."""
     method = "diffusionblocks" if isinstance(model, db.DiffusionBlocks) else "bptt"
     result = evaluate(model, cfg, corpus, iters)
-    return {
-        "iters": iters,
-        **result,
-        "layer_evals_per_forward": prediction_layers(cfg, method, iters),
-    }
+    return {"iters": iters, **result,
+            "layer_evals_per_forward": prediction_layers(cfg, method, iters)}
 
 
 @torch.no_grad()
@@ -452,46 +363,31 @@ def final_evaluation(model, cfg, corpus, run_dir):
     # its draws come from the chain's start, not a temperature
     chain = isinstance(model, db.DiffusionBlocks)
     predict = partial(last_logits, model, cfg, K, gen, "mean")
-    decoders = {
-        "": (predict, 0.0 if chain else cfg.temperature),
-        "_t1": (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0),
-    }
+    decoders = {"": (predict, 0.0 if chain else cfg.temperature),
+                "_t1": (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0)}
     if not chain:  # and at each of TEMPERATURES, for samples at matched sharpness
         decoders.update({f"_T{t:g}": (predict, t) for t in TEMPERATURES})
-    texts, gen_ppl, distinct, judge_ppl = continue_held_out(
-        list(decoders.values()), corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device
-    )
+    texts, gen_ppl, distinct, judge_ppl = continue_held_out(list(decoders.values()), corpus.test,
+                                                            cfg, corpus.judge, corpus.chars, gen,
+                                                            corpus.device)
     write_samples(texts[0], run_dir)
-    return {
-        **{f"gen_ppl{name}": ppl for name, ppl in zip(decoders, gen_ppl)},
-        **{f"distinct_4{name}": dist for name, dist in zip(decoders, distinct)},
-        "judge_ppl_held_out": judge_ppl,
-        "samples": texts[0][:3],
-        "quality_vs_iters": quality,
-        **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
-        **(readout_accuracies(model, cfg, corpus, K) if chain else {}),
-    }
+    return {**{f"gen_ppl{name}": ppl for name, ppl in zip(decoders, gen_ppl)},
+            **{f"distinct_4{name}": dist for name, dist in zip(decoders, distinct)},
+            "judge_ppl_held_out": judge_ppl, "samples": texts[0][:3], "quality_vs_iters": quality,
+            **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
+            **(readout_accuracies(model, cfg, corpus, K) if chain else {})}
 
 
 def extras(cfg, method, layer_evals, iters):
     """What metrics.json records beyond the common fields and final_evaluation: the training compute
     in layer evaluations, the test K, the method's settings."""
-    extra = {
-        "train_layer_evals_per_step": layer_evals / iters,
-        "train_layer_evals": layer_evals,
-        "test_iters": test_iters(cfg),
-        "layers": [cfg.prelude, cfg.core, cfg.coda],
-    }
+    extra = {"train_layer_evals_per_step": layer_evals / iters, "train_layer_evals": layer_evals,
+             "test_iters": test_iters(cfg), "layers": [cfg.prelude, cfg.core, cfg.coda]}
     if method == "bptt":
         extra.update(mean_iters=cfg.mean_iters, bptt=cfg.bptt)
     else:
-        extra.update(
-            blocks=1,
-            db_steps_mult=cfg.db_steps_mult,
-            weighting=cfg.weighting,
-            mislabel=cfg.mislabel,
-            readout=f"{cfg.grid}/{cfg.readout}",
-        )
+        extra.update(blocks=1, db_steps_mult=cfg.db_steps_mult, weighting=cfg.weighting,
+                     mislabel=cfg.mislabel, readout=f"{cfg.grid}/{cfg.readout}")
     return extra
 
 
@@ -556,17 +452,15 @@ def plot_quality_vs_iters(methods, mean_iters, out, split="test"):
     (DiffusionBlocks from noise); cross-entropy."""
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys in zip(
-        axes, ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))
-    ):
+    for ax, keys in zip(axes,
+                        ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))):
         for name, r in methods.items():
             q = r["quality_vs_iters"]
             for key, style in zip(keys, ("-", "--")):
                 kind = "draws" if key.endswith("sample_acc") else "predictions"
                 label = f"{name}, {kind}" if len(keys) > 1 else name
-                ax.plot(
-                    [p["iters"] for p in q], [p[key] for p in q], style, marker="o", label=label
-                )
+                ax.plot([p["iters"] for p in q], [p[key] for p in q], style, marker="o",
+                        label=label)
         ax.axvline(mean_iters, color="gray", ls=":", label=f"training mean K = {mean_iters}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test-time iterations K (core passes / Euler steps)")
@@ -614,9 +508,8 @@ def train_step(model, optimizers, batch, block, generator=None):
         if isinstance(model, db.DiffusionBlocks):
             loss = model.loss(x[:, :-1], x[:, 1:], block, generator)
         else:
-            logits = model.recurrent_logits(
-                x[:, :-1], iters or model.mean_iters, model.bptt, generator
-            )
+            logits = model.recurrent_logits(x[:, :-1], iters or model.mean_iters, model.bptt,
+                                            generator)
             # logits (N, n, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
     optimizers[block].zero_grad(set_to_none=True)
@@ -638,12 +531,10 @@ def train(cfg, corpus, method, model, run_dir):
     iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
     x0 = corpus.train[: cfg.batch_size].to(corpus.device)
     # the baseline at K = its mean
-    memory = common.measure_memory(
-        model,
-        optimizers,
-        lambda m, o: train_step(m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed)),
-        lambda m, o: (m.parameters(), o[0]),
-    )
+    def step0(m, o):  # one step at the seed's noise
+        return train_step(m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed))
+
+    memory = common.measure_memory(model, optimizers, step0, lambda m, o: (m.parameters(), o[0]))
     print(
         f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
         + (
@@ -689,19 +580,16 @@ def main(cfg):
         result = common.method_result(
             stats,
             memory,
-            {
-                **final_evaluation(model, cfg, corpus, run_dir),
-                **extras(cfg, method, layer_evals, stats["iter"]),
-            },
+            {**final_evaluation(model, cfg, corpus, run_dir),
+             **extras(cfg, method, layer_evals, stats["iter"])},
         )
         common.write_metrics(cfg, "train_huginn.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
     headline = f"{corpus.split}_next_token_acc"
     common.print_table(metrics["methods"], headline, baseline="bptt")
     report(metrics["methods"], corpus.split)
-    common.plot_comparison(
-        metrics["methods"], headline, cfg.out, "train_seconds", "training seconds"
-    )
+    common.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds",
+                           "training seconds")
     plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
     plot_sharpness(metrics["methods"], cfg.out)
     return metrics
