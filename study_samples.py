@@ -9,7 +9,8 @@ The paper's protocol (§4.3, Tables 4 and 5): the baseline draws at T = 1 from t
 nucleus; DiffusionBlocks runs its chain from noise (z_0 = σ_max·ε) and takes the argmax of the last
 call; 5 continuations per prompt. The fair one gives each method its own knob and compares the
 frontiers of quality against diversity: the baseline over temperature × top-p, DiffusionBlocks over
-the start scale s of z_0 = s·σ_max·ε (s = 0: the deterministic prediction) and the bridge (AR).
+the start scale s of z_0 = s·σ_max·ε (s = 0: the deterministic prediction) and the bridge (AR), and
+its last call's logits sampled as the baseline's are (CHAIN_SAMPLING).
 
 The judge is train_lm.py's causal transformer of another size and seed (JUDGE), trained here by
 backprop on the training split (--out/judge.pt, reused). It scores each set of continuations:
@@ -27,6 +28,7 @@ import dataclasses
 import glob
 import math
 import os
+import zlib
 from functools import partial
 
 import numpy as np
@@ -52,6 +54,7 @@ PAPER_T, PAPER_TOP_P = 1.0, 0.95
 # the baseline's frontier: greedy, and every temperature × top-p
 TEMPERATURES, TOP_PS = (0.5, 0.7, 1.0), (0.8, 0.95, 1.0)
 START_SCALES = (0.0, 0.25, 0.5, 1.0)  # DiffusionBlocks' frontier: z_0 = s·σ_max·ε
+CHAIN_SAMPLING = ((0.7, 1.0), (1.0, 0.95), (1.0, 1.0))  # and its last call's logits, sampled
 MAUVE_SCALES = (5, 2)  # the library's default, the paper's
 
 
@@ -143,8 +146,24 @@ def decoders(script, cfg, models, frontier):
     # the paper's chain: argmax of the last call (AR's preset reads out the sum of all)
     paper = dataclasses.replace(cfg, readout="last")
     points = [
-        (f"{baseline}, T = 1, top-p 0.95", baseline, True, cfg, 0.0, PAPER_T, PAPER_TOP_P),
-        ("DiffusionBlocks, chain from noise, last call", chain, True, paper, 1.0, 0.0, 1.0),
+        (
+            f"the paper's {baseline}: T = 1, top-p 0.95",
+            baseline,
+            True,
+            cfg,
+            0.0,
+            PAPER_T,
+            PAPER_TOP_P,
+        ),
+        (
+            "the paper's DiffusionBlocks: chain from noise, last call",
+            chain,
+            True,
+            paper,
+            1.0,
+            0.0,
+            1.0,
+        ),
     ]
     temps, top_ps, scales = TEMPERATURES, TOP_PS, START_SCALES
     if frontier == "small":
@@ -158,6 +177,10 @@ def decoders(script, cfg, models, frontier):
             run = dataclasses.replace(cfg, bridge=bridge) if ar else cfg
             name = f"DiffusionBlocks, s = {s:g}" + (f", {bridge} bridge" if ar else "")
             points.append((name, chain, False, run, s, 0.0, 1.0))
+    # the chain's last call as a distribution, sampled like the baseline's (from z_0 = 0)
+    for t, p in CHAIN_SAMPLING if frontier == "full" else CHAIN_SAMPLING[1:]:
+        name = f"DiffusionBlocks, last call sampled at T = {t:g}, top-p {p:g}"
+        points.append((name, chain, False, paper, 0.0, t, p))
     return [
         (name, method, is_paper, partial(next_logits, script, models[method], run, start=s), t, p)
         for name, method, is_paper, run, s, t, p in points
@@ -285,26 +308,20 @@ def score(args, judge, prompts, continuations, reference, rng, bootstrap_mauve):
 
 
 def study_seed(args, seed_dir, device):
-    """Every decoder of one seed's run → its samples.json content (also written to seed_dir's
-    counterpart under --out, with samples.txt)."""
+    """Every decoder of one seed's run → its samples.json content (under --out/seed<s>, with
+    samples.txt). Each decoder draws from its own generator, seeded by the run's seed and its name,
+    and samples.json is rewritten after each: a study run again with the same settings reuses the
+    decoders it finished."""
     script, cfg, corpus, models = load_run(seed_dir, device)
     out = os.path.join(args.out, f"seed{cfg.seed}")
     os.makedirs(out, exist_ok=True)
-    settings = {
-        k: getattr(args, k)
-        for k in (
-            "prompts",
-            "per_prompt",
-            "judge_steps",
-            "bootstrap",
-            "mauve_bootstrap",
-            "frontier",
-        )
-    }
-    done = os.path.join(out, "samples.json")  # a seed studied before, with these settings
-    if os.path.exists(done) and common.read_json(done).get("settings") == settings:
-        print(f"{done}: this seed was studied with these settings; reused")
-        return common.read_json(done)
+    keys = ("prompts", "per_prompt", "judge_steps", "bootstrap", "mauve_bootstrap", "frontier")
+    settings = {k: getattr(args, k) for k in keys}
+    path = os.path.join(out, "samples.json")
+    saved = common.read_json(path) if os.path.exists(path) else {}
+    finished = {r["decoder"]: r for r in saved.get("decoders", [])}
+    if saved.get("settings") != settings:
+        finished = {}  # another study's decoders: none reused
     judges = args.judges or args.out  # one per seed: each seed's run has its own split
     judge_path = os.path.join(judges, f"judge_seed{cfg.seed}.pt")
     judge, judge_acc = train_judge(corpus, args.judge_steps, judge_path, device)
@@ -313,12 +330,33 @@ def study_seed(args, seed_dir, device):
     real_prompts, real = held_out(cfg, corpus, args.prompts * args.per_prompt, device)
     real_nll, real_entropy, reference = judge_text(judge, real_prompts, real)
     reference = reference.numpy()
-    rng = np.random.default_rng(cfg.seed)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    rows, texts = [], []
+    real_distinct = [distinct_ngrams(c.cpu()) for c in real.view(args.prompts, args.per_prompt, -1)]
+    result = {
+        "script": os.path.basename(script.__file__),
+        "seed": cfg.seed,
+        "judge": {**JUDGE, "steps": args.judge_steps, f"{corpus.split}_next_token_acc": judge_acc},
+        "real": {
+            "gen_ppl": math.exp(float(real_nll.sum()) / real.numel()),
+            "entropy": float(real_entropy.mean()),
+            "distinct_4": float(np.mean(real_distinct)),
+        },
+        "decoders": [],
+        "prompts": args.prompts,
+        "per_prompt": args.per_prompt,
+        "gen_tokens": cfg.gen_tokens,
+        "mauve": mauve is not None,
+        "settings": settings,
+    }
+    texts = []
     for name, method, is_paper, factory, t, top_p in tqdm(
         decoders(script, cfg, models, args.frontier), desc=f"seed {cfg.seed}"
     ):
+        if name in finished:
+            print(f"{name}: reused from {path}")
+            result["decoders"].append(finished[name])
+            continue
+        own = cfg.seed * 2**32 + zlib.crc32(name.encode())  # this decoder's draws, in any order
+        generator, rng = torch.Generator(device).manual_seed(own), np.random.default_rng(own)
         with torch.no_grad(), common.autocast(device):
             continuations = generate(
                 factory(generator),
@@ -328,7 +366,7 @@ def study_seed(args, seed_dir, device):
                 generator,
                 top_p,
             )
-        rows.append(
+        result["decoders"].append(
             {
                 "decoder": name,
                 "method": method,
@@ -338,43 +376,16 @@ def study_seed(args, seed_dir, device):
                 **score(args, judge, prompts, continuations, reference, rng, is_paper),
             }
         )
-        texts += (
-            [f"# {name}"]
-            + [
-                decode(p, corpus.chars) + " ‖ " + decode(c, corpus.chars)
-                for p, c in zip(
-                    prompts[:2].repeat_interleave(2, 0),
-                    continuations[: 2 * args.per_prompt]
-                    .view(2, args.per_prompt, -1)[:, :2]
-                    .flatten(0, 1),
-                )
-            ]
-            + [""]
-        )
-    real_score = {
-        "gen_ppl": math.exp(float(real_nll.sum()) / real.numel()),
-        "entropy": float(real_entropy.mean()),
-        "distinct_4": float(
-            np.mean(
-                [distinct_ngrams(c.cpu()) for c in real.view(args.prompts, args.per_prompt, -1)]
-            )
-        ),
-    }
-    result = {
-        "script": os.path.basename(script.__file__),
-        "seed": cfg.seed,
-        "judge": {**JUDGE, "steps": args.judge_steps, f"{corpus.split}_next_token_acc": judge_acc},
-        "real": real_score,
-        "decoders": rows,
-        "prompts": args.prompts,
-        "per_prompt": args.per_prompt,
-        "gen_tokens": cfg.gen_tokens,
-        "mauve": mauve is not None,
-        "settings": settings,
-    }
-    common.write_json(result, os.path.join(out, "samples.json"))
-    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(texts))
+        common.write_json(result, path)
+        shown = continuations.view(args.prompts, args.per_prompt, -1)[:2, :2].flatten(0, 1)
+        texts += [f"# {name}"] + [
+            decode(p, corpus.chars) + " ‖ " + decode(c, corpus.chars)
+            for p, c in zip(prompts[:2].repeat_interleave(2, 0), shown)
+        ]
+    common.write_json(result, path)
+    if texts:  # two continuations of the first two prompts, per decoder generated here
+        with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
     return result
 
 
@@ -450,11 +461,11 @@ def print_summary(summary):
         f"\nseeds {summary['seeds']}; real continuations: "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["real"].items())
     )
-    print(f"{'decoder':48s} " + " ".join(f"{k:>15s}" for k in keys))
+    print(f"{'decoder':58s} " + " ".join(f"{k:>15s}" for k in keys))
     for r in summary["decoders"]:
         mark = "paper" if r["paper"] else ("dominated" if r["dominated_by"] else "")
         print(
-            f"{r['decoder']:48s} "
+            f"{r['decoder']:58s} "
             + " ".join(f"{r[k]:8.3f} ± {r[k + '_std']:.3f}" for k in keys)
             + f"  {mark}"
         )
@@ -501,7 +512,7 @@ def plot(summary, out):
                     label=f"{method}{', paper protocol' if paper else ''}",
                 )
                 for r in rows:
-                    label = r["decoder"].split(", ", 1)[1]
+                    label = "paper" if paper else r["decoder"].split(", ", 1)[1]
                     ax.annotate(
                         label,
                         (r["distinct_4"], r[key]),

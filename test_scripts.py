@@ -549,7 +549,8 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     assert 0 <= methods["diffusionblocks"]["test_next_token_acc_block0"] <= 1
     # AR's paper values
     assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
-    _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3)  # greedy, T × top-p, bridge × s
+    _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3 + 2)  # greedy, T × top-p, bridge × s,
+    # the chain sampled
 
 
 def _sample_study(run, frontier):
@@ -579,6 +580,21 @@ def _sample_study(run, frontier):
         if r["temperature"] == 0 and ("greedy" in r["decoder"] or "s = 0," in r["decoder"]):
             assert r["distinct_4"] <= 1 / 3 + 1e-9, r
     assert (out / "frontier.png").exists() and (out / "summary.json").exists()
+    # run again: every decoder reused, the same numbers
+    again = run_script(
+        "study_samples.py",
+        "--runs",
+        str(run),
+        "--out",
+        str(out),
+        *flags,
+        "--mauve-bootstrap",
+        "2",
+        "--frontier",
+        "small",
+    )
+    assert again.returncode == 0 and again.stdout.count("reused from") == len(rows), again.stdout
+    assert json.loads((out / "seed0" / "samples.json").read_text())["decoders"] == rows
     # without the optional mauve-text: everything else, and a line that says what was skipped
     blocked = "import runpy, sys; sys.modules['mauve'] = None; sys.argv = sys.argv[1:]; "
     blocked += "runpy.run_path('study_samples.py', run_name='__main__')"
@@ -952,7 +968,7 @@ def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path)
     }
     # the default read-out
     assert dbk["test_next_token_acc_boundaries_last"] == dbk["test_next_token_acc"]
-    _sample_study(tmp_path, frontier=1 + 2 * 2 + 3)  # greedy, T × top-p, s
+    _sample_study(tmp_path, frontier=1 + 2 * 2 + 3 + 2)  # greedy, T × top-p, s, sampled
 
 
 def test_huginn_study_runs_the_validation_variants(tmp_path):
