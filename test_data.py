@@ -1,6 +1,6 @@
 """Tests of the text data and the language models' reference evaluation: splits that do not leak,
-the evaluated windows, the n-gram reference accuracies, the diversity of generated text and the
-comparison of samples at matched diversity.
+the evaluated windows, the n-gram reference accuracies, the diversity of generated text and nucleus
+sampling.
 
 Run: python -m pytest -q test_data.py      (about 20 seconds on a 2-core CPU)
 """
@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from data import load_text, load_windows, unique_paragraphs
-from lm_eval import TEMPERATURES, distinct_ngrams, generate, matched_sharpness, ngram_accuracy
-from lm_eval import top_p_filter
+from lm_eval import distinct_ngrams, generate, ngram_accuracy, top_p_filter
 
 
 def verbatim_fraction(train, test, width=64):
@@ -130,14 +129,3 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p_renormalised():
     assert abs(counts[1] / 20000 - 2 / 3) < 0.015  # 4.5 standard errors
 
 
-def test_matched_sharpness_interpolates_log_gen_ppl_between_the_neighbouring_temperatures():
-    """The baseline's decoders at distinct_4 0.2 (greedy), 0.4, 0.6, …: at the chain's 0.3, halfway
-    between gen_ppl 2 and 8 on a log scale, the geometric mean 4."""
-    ppl = dict(zip(["", *(f"_T{t:g}" for t in TEMPERATURES)], [2.0, 8.0, 20.0, 30.0, 50.0]))
-    dist = dict(zip(ppl, [0.2, 0.4, 0.6, 0.7, 0.9]))
-    baseline = {**{"gen_ppl" + k: v for k, v in ppl.items()}, "gen_ppl_T1": 50.0}
-    baseline.update({"distinct_4" + k: v for k, v in dist.items()})
-    chain = {"gen_ppl_t1": 3.0, "distinct_4_t1": 0.3}
-    assert matched_sharpness(baseline, chain) == pytest.approx((4.0, 3.0, 0.3))
-    chain["distinct_4_t1"] = 0.65  # between T = 0.7 and 0.85: √(20·30)
-    assert matched_sharpness(baseline, chain)[0] == pytest.approx((20 * 30) ** 0.5)

@@ -955,10 +955,6 @@ def test_huginn_smoke_trains_both_methods_and_counts_layer_evaluations(tmp_path)
     assert bp["train_layer_evals_per_step"] > 8  # 2 + 4K + 2 with a random K ≥ 1 of mean 4
     assert dbk["train_memory_bytes"] < bp["train_memory_bytes"]
     assert (tmp_path / "quality_vs_iters.png").exists() and (tmp_path / "comparison.png").exists()
-    # BPTT's samples at each temperature beside the chain's, for the matched-diversity comparison
-    for t in (0.5, 0.7, 0.85, 1):
-        assert bp[f"gen_ppl_T{t:g}"] >= 1 and 0 < bp[f"distinct_4_T{t:g}"] <= 1
-    assert (tmp_path / "sharpness.png").exists()
     # every --grid × --readout
     readouts = {key for key in dbk if key.startswith("test_next_token_acc_")}
     assert readouts == {

@@ -26,8 +26,7 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
-from lm_eval import (TEMPERATURES, continue_held_out, matched_sharpness, plot_sharpness,
-                     reference_accuracy, sharpness_points, text_corpus, write_samples)
+from lm_eval import continue_held_out, reference_accuracy, text_corpus, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
 K_SPREAD = 0.5  # Huginn's σ of ln λ in the iteration sampler
@@ -350,9 +349,8 @@ def last_logits(model, cfg, iters, generator, start, x):
 def final_evaluation(model, cfg, corpus, run_dir):
     """Quality against K (powers of two up to twice the mean, the mean and the test K); gen_ppl of
     greedy (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1 (DiffusionBlocks:
-    chain from noise) continuations of held-out prompts (train_lm.py's AR protocol); BPTT also at
-    each of TEMPERATURES (gen_ppl_T*, distinct_4_T*: samples at matched sharpness);
-    DiffusionBlocks: every read-out at the test K."""
+    chain from noise) continuations of held-out prompts (train_lm.py's AR protocol; both
+    frontiers: study_samples.py); DiffusionBlocks: every read-out at the test K."""
     K = test_iters(cfg)
     powers = {2**i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
     quality = [
@@ -365,11 +363,8 @@ def final_evaluation(model, cfg, corpus, run_dir):
     predict = partial(last_logits, model, cfg, K, gen, "mean")
     decoders = {"": (predict, 0.0 if chain else cfg.temperature),
                 "_t1": (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0)}
-    if not chain:  # and at each of TEMPERATURES, for samples at matched sharpness
-        decoders.update({f"_T{t:g}": (predict, t) for t in TEMPERATURES})
-    texts, gen_ppl, distinct, judge_ppl = continue_held_out(list(decoders.values()), corpus.test,
-                                                            cfg, corpus.judge, corpus.chars, gen,
-                                                            corpus.device)
+    texts, gen_ppl, distinct, judge_ppl = continue_held_out(
+        list(decoders.values()), corpus.test, cfg, corpus.judge, corpus.chars, gen, corpus.device)
     write_samples(texts[0], run_dir)
     return {**{f"gen_ppl{name}": ppl for name, ppl in zip(decoders, gen_ppl)},
             **{f"distinct_4{name}": dist for name, dist in zip(decoders, distinct)},
@@ -420,11 +415,9 @@ def report(methods, split="test"):
                 "(--grid_--readout): "
                 + ", ".join(f"{key} {value:.4f}" for key, value in readouts.items())
             )
-        for decoder, key in sharpness_points(r):
-            print(
-                f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
-                f"distinct_4 {r['distinct_4' + key]:.3f}"
-            )
+        for decoder, key in (("prediction", ""), ("draw", "_t1")):
+            print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
+                  f"distinct_4 {r['distinct_4' + key]:.3f}")
         for text in r["samples"][:2]:
             print(f"  sample: {text!r}")
     if set(methods) == set(METHODS):
@@ -438,11 +431,6 @@ def report(methods, split="test"):
             f"training compute, bptt / diffusionblocks ({schedule}): layer evaluations "
             f"{bp['train_layer_evals'] / dbk['train_layer_evals']:.2f}×, measured time "
             f"{bp['train_seconds'] / dbk['train_seconds']:.2f}×"
-        )
-        print(
-            "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from noise): "
-            "gen_ppl bptt {0:.3f} (interpolated over its temperatures), "
-            "DiffusionBlocks {1:.3f}".format(*matched_sharpness(bp, dbk))
         )
 
 
@@ -591,7 +579,6 @@ def main(cfg):
     common.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds",
                            "training seconds")
     plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
-    plot_sharpness(metrics["methods"], cfg.out)
     return metrics
 
 

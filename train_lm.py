@@ -30,8 +30,7 @@ import torch.nn.functional as F
 import common
 import diffusionblocks as db
 from data import UNK, decode
-from lm_eval import (TEMPERATURES, continue_held_out, distinct_ngrams, matched_sharpness,
-                     plot_sharpness, reference_accuracy, reference_bpc, sharpness_points,
+from lm_eval import (continue_held_out, distinct_ngrams, reference_accuracy, reference_bpc,
                      text_corpus, write_samples)
 
 METHODS = ["backprop", "diffusionblocks"]
@@ -415,21 +414,17 @@ def evaluate(model, cfg, corpus):
 
 def final_evaluation(model, cfg, corpus, run_dir):
     """gen_ppl of generated text under the judge, samples to run_dir/samples.txt; MDM: bpc per t
-    slice. AR: greedy (or --temperature) continuations of held-out prompts and draws; backprop draws
-    at each of TEMPERATURES (gen_ppl_T*, distinct_4_T*: quality beside diversity, for samples at
-    matched sharpness), DiffusionBlocks' chain predicts from z_0 = 0 and draws from noise (its own
-    temperature; _t1 keys; backprop's _t1 is a second, independent set of T = 1 draws); the argmax
-    bigram and trigram reference accuracies."""
+    slice. AR: continuations of held-out prompts, like with like: backprop's argmax (--temperature)
+    against the chain from z_0 = 0, and (_t1 keys) backprop's T = 1 draws against the chain from
+    noise, a draw (study_samples.py: the paper's protocol and both frontiers); the argmax bigram
+    and trigram reference accuracies."""
     gen, chars = torch.Generator(corpus.device).manual_seed(cfg.seed), corpus.chars
     if cfg.model == "ar":
-        if isinstance(model, db.DiffusionBlocks):
-            decoders = {"": (partial(next_char_logits, model, cfg, gen, "mean"), 0.0),
+        predict = partial(next_char_logits, model, cfg, gen, "mean")
+        decoders = {"": (predict, cfg.temperature), "_t1": (predict, 1.0)}
+        if isinstance(model, db.DiffusionBlocks):  # its chain decides: from z_0 = 0, from noise
+            decoders = {"": (predict, 0.0),
                         "_t1": (partial(next_char_logits, model, cfg, gen, "noise"), 0.0)}
-        else:
-            logits = partial(next_char_logits, model, cfg, gen, "mean")
-            decoders = {"": (logits, cfg.temperature),
-                        **{f"_T{t:g}": (logits, t) for t in TEMPERATURES}}
-            decoders["_t1"] = decoders["_T1"]
         texts, gen_ppl, distinct, judge_ppl = continue_held_out(
             list(decoders.values()), corpus.test, cfg, corpus.judge, chars, gen, corpus.device)
         result = {"judge_ppl_held_out": judge_ppl,
@@ -471,7 +466,7 @@ def extras(cfg, method, model, per_block):
 
 def report(methods, ar, split="test"):
     """The metrics beside the table's headline, the reference models' bpc (and accuracies), AR
-    samples at each sharpness and the chain's read-outs, and two samples per method."""
+    samples and the chain's read-outs, and two samples per method."""
     first = next(iter(methods.values()))
     print(
         f"reference, bits per character of the {split} text: training-split unigram "
@@ -502,11 +497,9 @@ def report(methods, ar, split="test"):
                     + ", ".join(f"{g}/{o} {r[f'{split}_next_token_acc_{g}_{o}']:.4f}" for g,
                                 o in READOUTS)
                 )
-            for decoder, key in sharpness_points(r):
-                print(
-                    f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
-                    f"distinct_4 {r['distinct_4' + key]:.3f}"
-                )
+            for decoder, key in (("prediction", ""), ("draw", "_t1")):
+                print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
+                      f"distinct_4 {r['distinct_4' + key]:.3f}")
         else:
             print(
                 f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
@@ -664,19 +657,7 @@ def main(cfg):
     common.print_table(metrics["methods"], headline)
     report(metrics["methods"], ar, split)
     common.plot_comparison(metrics["methods"], curve, cfg.out)
-    if ar:
-        plot_sharpness(metrics["methods"], cfg.out)
-        if set(metrics["methods"]) == set(METHODS):
-            print(
-                "samples at matched diversity (distinct_4 {2:.3f}, DiffusionBlocks' chain from "
-                "noise): "
-                "gen_ppl backprop {0:.3f} (interpolated over its temperatures), "
-                "DiffusionBlocks {1:.3f}".format(
-                    *matched_sharpness(metrics["methods"]["backprop"],
-                                       metrics["methods"]["diffusionblocks"])
-                )
-            )
-    else:
+    if not ar:
         plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
 
