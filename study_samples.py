@@ -489,49 +489,69 @@ def print_summary(summary):
         print("MAUVE skipped: pip install mauve-text faiss-cpu")
 
 
+def families(rows):
+    """The frontier's curves: {label: its points in the order of their knob}, the baseline's one
+    per top-p through its temperatures (greedy first), DiffusionBlocks' one per bridge through the
+    start scale, and its sampled last call through T."""
+    baseline = rows[0]["method"]  # the paper's baseline point comes first
+    curves = {}
+    for r in rows:
+        if r["paper"]:
+            continue
+        if r["method"] == baseline:
+            tops = [r["top_p"]] if r["temperature"] else sorted({o["top_p"] for o in rows})
+            for p in tops:  # greedy starts every top-p's curve
+                curves.setdefault(f"{baseline}, top-p {p:g} over T", []).append(r)
+        elif "sampled" in r["decoder"]:
+            curves.setdefault("DiffusionBlocks, last call sampled over T", []).append(r)
+        else:
+            bridge = "hard" if "hard" in r["decoder"] else "soft"
+            curves.setdefault(f"DiffusionBlocks, {bridge} bridge over s", []).append(r)
+    return curves
+
+
 def plot(summary, out):
     """--out/frontier.png: quality (MAUVE at c = 5, and gen_ppl) against diversity (distinct_4),
-    seed means; the protocol's two points as stars, the real text as a line."""
+    seed means: each knob's curve, the paper's two points as stars, the real text as a line."""
     plt = common.pyplot()
-    panels = [k for k in ("mauve_5", "gen_ppl") if k in summary["decoders"][0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    rows = summary["decoders"]
+    panels = [k for k in ("mauve_5", "gen_ppl") if k in rows[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    styles = iter(["-o", "--o", ":o", "-s", "--s", "-^", ":^"])
+    curves = list(families(rows).items())
     for ax, key in zip(axes[0], panels):
-        for method, colour in zip(
-            dict.fromkeys(r["method"] for r in summary["decoders"]), ("tab:blue", "tab:orange")
-        ):
-            for paper, marker in ((False, "o"), (True, "*")):
-                rows = [
-                    r for r in summary["decoders"] if r["method"] == method and r["paper"] == paper
-                ]
-                ax.scatter(
-                    [r["distinct_4"] for r in rows],
-                    [r[key] for r in rows],
-                    c=colour,
-                    marker=marker,
-                    s=160 if paper else 30,
-                    label=f"{method}{', paper protocol' if paper else ''}",
-                )
-                for r in rows:
-                    label = "paper" if paper else r["decoder"].split(", ", 1)[1]
-                    ax.annotate(
-                        label,
-                        (r["distinct_4"], r[key]),
-                        fontsize=6,
-                        xytext=(3, 2),
-                        textcoords="offset points",
-                    )
+        for (label, points), style in zip(curves, styles):
+            colour = "tab:orange" if points[0]["method"] != rows[0]["method"] else "tab:blue"
+            ax.plot(
+                [r["distinct_4"] for r in points],
+                [r[key] for r in points],
+                style,
+                color=colour,
+                ms=4,
+                label=label,
+            )
+        for r, colour in zip(rows[:2], ("tab:blue", "tab:orange")):
+            ax.plot(
+                r["distinct_4"], r[key], "*", color=colour, ms=14, mec="black", label=r["decoder"]
+            )
+        ax.plot(
+            summary["real"]["distinct_4"],
+            summary["real"].get(key, float("nan")),
+            "kD",
+            label="the real continuations",
+        )
         if key == "gen_ppl":
-            ax.axhline(summary["real"]["gen_ppl"], color="grey", ls="--", label="real text")
             ax.set_yscale("log")
         ax.set_xlabel("diversity: distinct character 4-grams of a prompt's continuations")
         ax.set_ylabel(
             {
                 "mauve_5": "MAUVE (c = 5), higher is better",
-                "gen_ppl": "gen_ppl under the judge (log)",
+                "gen_ppl": "gen_ppl under the judge (log; the real text's: ◆)",
             }[key]
         )
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        styles = iter(["-o", "--o", ":o", "-s", "--s", "-^", ":^"])
+    axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "frontier.png"), dpi=120)
     plt.close(fig)
