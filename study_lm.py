@@ -9,20 +9,27 @@ against backprop on the same seed.
 Each run is `train_lm.py --model ar --seed S --stream STREAM --blocks B --method diffusionblocks`
 into --out/STREAM_BB/seedS; the preset's own (one stream, B = 4) trains backprop too. A run whose
 metrics.json is there is not run again. tradeoff.json and tradeoff.png: per stream and B, the
-accuracy gap to backprop and backprop's training memory over the block's, mean ± std over the seeds.
+accuracy gap to backprop and backprop's training memory over the block's, mean ± std over the seeds,
+and the test accuracy of every read-out of the chain from z_0 = 0 (GRIDS × READOUTS, from each run's
+final checkpoint; train_lm.py reads out --grid and --readout only).
 """
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 
 import numpy as np
+import torch
 
 import common
+import diffusionblocks as db
+import train_lm
 
 STREAMS = ("single", "two")
 PRESET = ("single", 4)  # the run that also trains backprop
+GRIDS, READOUTS = ("boundaries", "final"), ("last", "sum")
 
 
 def parse_args(argv=None):
@@ -76,6 +83,37 @@ def run(out, stream, blocks, seed):
     return common.read_json(path)["methods"]
 
 
+@torch.no_grad()
+def chain_readouts(folder):
+    """{grid/readout: test next-character accuracy} of the DiffusionBlocks model in folder (its
+    ckpt.pt), each grid's B calls from z_0 = 0 read out both ways (deterministic); {} without a
+    checkpoint (results/ keeps metrics only)."""
+    path = os.path.join(folder, "diffusionblocks", "ckpt.pt")
+    if not os.path.exists(path):
+        return {}
+    fields = {f.name for f in dataclasses.fields(train_lm.Config)}
+    saved = common.read_json(os.path.join(folder, "metrics.json"))["config"]
+    cfg = train_lm.Config(**{k: v for k, v in saved.items() if k in fields})
+    corpus = train_lm.load_corpus(cfg, torch.device("cpu"))
+    model = train_lm.build_model(cfg, "diffusionblocks", len(corpus.chars))
+    model.load_state_dict(
+        torch.load(path, map_location="cpu", weights_only=False)["state"]["model"]
+    )
+    hits, n = {}, cfg.seq_len
+    for x in corpus.test_eval.split(cfg.batch_size):
+        context, y = x[:, :-1], x[:, 1:]  # (N, n), (N, n)
+        for grid in GRIDS:
+            sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), grid)
+            calls = model.predict(
+                context, (len(x), n, cfg.width), sigmas, "mean", "all", bridge=cfg.bridge
+            )  # (B, N, n, V)
+            summed = calls.float().log_softmax(-1).sum(0)
+            for readout, logits in (("last", calls[-1]), ("sum", summed)):
+                key = f"{grid}/{readout}"
+                hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
+    return {key: value / (len(corpus.test_eval) * n) for key, value in hits.items()}
+
+
 def main(argv=None):
     args = parse_args(argv)
     rows = []
@@ -84,8 +122,10 @@ def main(argv=None):
         for stream in STREAMS:
             for blocks in args.blocks:
                 r = run(args.out, stream, blocks, seed)["diffusionblocks"]
+                folder = os.path.join(args.out, f"{stream}_B{blocks}", f"seed{seed}")
                 rows.append(
                     {
+                        "readouts": chain_readouts(folder),
                         "stream": stream,
                         "blocks": blocks,
                         "layers_per_block": 8 // blocks,
@@ -109,6 +149,11 @@ def main(argv=None):
                         key + "_per_seed": values,
                     }
                 )
+            entry["readouts"] = {
+                k: float(np.mean([r["readouts"][k] for r in mine]))
+                for k in mine[0]["readouts"]
+                if all(k in r["readouts"] for r in mine)
+            }
             table.append(entry)
     print(
         f"{'stream':>6} {'B':>2} {'layers':>6} {'accuracy':>15} {'gap (points)':>15} "
@@ -119,7 +164,8 @@ def main(argv=None):
             f"{e['stream']:>6} {e['blocks']:>2} {e['layers_per_block']:>6} "
             f"{e['test_next_token_acc']:.3f} ± {e['test_next_token_acc_std']:.3f} "
             f"{100 * e['gap']:+6.1f} ± {100 * e['gap_std']:.1f} "
-            f"{e['memory_ratio']:7.2f} ± {e['memory_ratio_std']:.2f}"
+            f"{e['memory_ratio']:7.2f} ± {e['memory_ratio_std']:.2f}  "
+            + ", ".join(f"{k} {v:.3f}" for k, v in e["readouts"].items())
         )
     common.write_json(
         {"seeds": args.seeds, "table": table, "runs": rows}, os.path.join(args.out, "tradeoff.json")

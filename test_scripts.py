@@ -549,6 +549,14 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
     assert 0 <= methods["diffusionblocks"]["test_next_token_acc_block0"] <= 1
     # AR's paper values
     assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
+    # study_lm.py reads every read-out out of the checkpoint: the preset's is the headline
+    import study_lm
+
+    readouts = study_lm.chain_readouts(tmp_path)
+    assert (
+        len(readouts) == 4
+        and readouts["final/sum"] == methods["diffusionblocks"]["test_next_token_acc"]
+    )
     _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3 + 2)  # greedy, T × top-p, bridge × s,
     # the chain sampled
 

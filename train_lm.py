@@ -35,8 +35,6 @@ from lm_eval import (continue_held_out, distinct_ngrams, reference_accuracy, ref
 
 METHODS = ["backprop", "diffusionblocks"]
 MODELS = ["mdm", "ar"]
-# AR's chains
-READOUTS = [(grid, readout) for grid in ("boundaries", "final") for readout in ("last", "sum")]
 
 
 option = common.option
@@ -371,11 +369,10 @@ def add_scores(sums, split, name, logits, y, draws=None):
 @torch.no_grad()
 def evaluate_ar(model, cfg, corpus):
     """AR metrics, like with like. Predictions: next-token accuracy (argmax) and cross-entropy of
-    backprop's logits and of DiffusionBlocks' chain from z_0 = 0 read out by --grid and --readout
-    (and the accuracy of each of the READOUTS, which report prints). Draws: `_sample_acc`, the
-    expected accuracy of a temperature-1 draw (backprop: the mean probability of the true character;
-    DiffusionBlocks: the argmax accuracy of its chain from noise, which lands on a draw).
-    `..._block0` (DiffusionBlocks): block 0 alone at σ_max, before any denoising step."""
+    backprop's logits and of DiffusionBlocks' chain from z_0 = 0 (--grid, --readout; every read-out:
+    study_lm.py). Draws: `_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the
+    mean probability of the true character; DiffusionBlocks: the argmax accuracy of its chain from
+    noise, which lands on a draw). `..._block0` (DiffusionBlocks): block 0 alone at σ_max."""
     gen, sums, split, n = (torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split,
                            cfg.seq_len)
     with common.autocast(corpus.device):
@@ -387,18 +384,7 @@ def evaluate_ar(model, cfg, corpus):
                 add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y)
                 continue
             draws = ar_logits(model, cfg, context, n, gen, "noise")
-            readouts = {}  # every grid × read-out of the chain from z_0 = 0 (deterministic)
-            for grid in ("boundaries", "final"):
-                sigmas = db.prediction_sigmas(model.sigmas, len(model.blocks), grid)
-                shape = (len(x), n, cfg.width)
-                calls = model.predict(context, shape, sigmas, "mean", "all", bridge=cfg.bridge)
-                readouts[grid, "last"] = calls[-1]
-                # as predict
-                readouts[grid, "sum"] = sum(logits.float().log_softmax(-1) for logits in calls)
-            add_scores(sums, split, "", readouts[cfg.grid, cfg.readout].float(), y, draws)
-            for (grid, readout), logits in readouts.items():
-                key = f"{split}_next_token_acc_{grid}_{readout}"
-                sums[key] = sums.get(key, 0.0) + float((logits.argmax(-1) == y).sum())
+            add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y, draws)
             sigma_max = model.sigmas[-1]
             z = sigma_max * torch.randn(len(x), n, cfg.width, generator=gen, device=corpus.device)
             add_scores(sums, split, "_block0", model.network(z, sigma_max, context, 0).float(), y)
@@ -491,12 +477,6 @@ def report(methods, ar, split="test"):
                 f"{r[split + '_sample_acc']:.4f}{block0}; "
                 f"judge on the real continuations: {r['judge_ppl_held_out']:.3f}"
             )
-            if f"{split}_next_token_acc_final_sum" in r:
-                print(
-                    f"  chain from z_0 = 0, {split}_next_token_acc by grid/read-out: "
-                    + ", ".join(f"{g}/{o} {r[f'{split}_next_token_acc_{g}_{o}']:.4f}" for g,
-                                o in READOUTS)
-                )
             for decoder, key in (("prediction", ""), ("draw", "_t1")):
                 print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
                       f"distinct_4 {r['distinct_4' + key]:.3f}")
