@@ -557,27 +557,18 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
         len(readouts) == 4
         and readouts["final/sum"] == methods["diffusionblocks"]["test_next_token_acc"]
     )
-    _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3 + 2)  # greedy, T × top-p, bridge × s,
-    # the chain sampled
+    # greedy, T × top-p, bridge × s, the chain sampled
+    _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3 + 2)
 
 
 def _sample_study(run, frontier):
     """study_samples.py on a smoke run: both protocol points and the frontier; deterministic
     decoders repeat one continuation for each of a prompt's k = 3, so their distinct_4 is ≤ 1/3."""
     out = run / "samples"
-    flags = ["--prompts", "4", "--per-prompt", "3", "--judge-steps", "5", "--bootstrap", "20"]
-    result = run_script(
-        "study_samples.py",
-        "--runs",
-        str(run),
-        "--out",
-        str(out),
-        *flags,
-        "--mauve-bootstrap",
-        "2",
-        "--frontier",
-        "small",
-    )
+    flags = ["--runs", str(run), "--prompts", "4", "--per-prompt", "3", "--judge-steps", "5"]
+    flags += ["--bootstrap", "20", "--frontier", "small"]
+    command = ["study_samples.py", *flags, "--out", str(out), "--mauve-bootstrap", "2"]
+    result = run_script(*command)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((out / "seed0" / "samples.json").read_text())["decoders"]
     assert [r["paper"] for r in rows] == [True, True] + [False] * frontier
@@ -589,36 +580,14 @@ def _sample_study(run, frontier):
             assert r["distinct_4"] <= 1 / 3 + 1e-9, r
     assert (out / "frontier.png").exists() and (out / "summary.json").exists()
     # run again: every decoder reused, the same numbers
-    again = run_script(
-        "study_samples.py",
-        "--runs",
-        str(run),
-        "--out",
-        str(out),
-        *flags,
-        "--mauve-bootstrap",
-        "2",
-        "--frontier",
-        "small",
-    )
+    again = run_script(*command)
     assert again.returncode == 0 and again.stdout.count("reused from") == len(rows), again.stdout
     assert json.loads((out / "seed0" / "samples.json").read_text())["decoders"] == rows
     # without the optional mauve-text: everything else, and a line that says what was skipped
     blocked = "import runpy, sys; sys.modules['mauve'] = None; sys.argv = sys.argv[1:]; "
     blocked += "runpy.run_path('study_samples.py', run_name='__main__')"
     out = run / "no_mauve"
-    result = run_script(
-        "-c",
-        blocked,
-        "study_samples.py",
-        "--runs",
-        str(run),
-        "--out",
-        str(out),
-        *flags,
-        "--frontier",
-        "small",
-    )
+    result = run_script("-c", blocked, "study_samples.py", *flags, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MAUVE skipped" in result.stdout
     rows = json.loads((out / "seed0" / "samples.json").read_text())["decoders"]
