@@ -623,6 +623,20 @@ def test_lm_block_study_reads_each_gap_and_memory_ratio_off_the_runs(tmp_path):
     assert bad.returncode == 2 and "divide" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--runs", "nowhere", "--out", "x"], "--runs"),
+        (["--runs", ".", "--out", "x", "--prompts", "0"], "--prompts"),
+        (["--runs", ".", "--out", "x", "--mauve-bootstrap", "-1"], "--mauve-bootstrap"),
+    ],
+)
+def test_study_samples_bad_flags_are_one_line_errors_before_any_work(args, names, tmp_path):
+    result = run_script("study_samples.py", *args)
+    assert result.returncode == 2 and names in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_the_judge_scores_each_continued_character_given_all_before_it():
     """study_samples.judge_text against the judge run on each prefix alone: the summed −log p and
     mean entropy (bits) of the continuation's characters."""
