@@ -3,8 +3,12 @@ accuracy against training memory for the one-stream block and the paper's two-st
 4, 8 blocks of the `cpu` preset's 8 layers (4, 2, 1 layers per block), on the test split, each
 against backprop on the same seed.
 
-  python study_lm.py --out runs/ar_blocks     # 3 seeds × 6 runs of train_lm.py, ~1.5 h on 2 cores
-  python study_lm.py --out results/lm_ar_cpu_blocks   # the committed runs: the summary only
+  python study_lm.py --out runs/ar_blocks     # 3 seeds × 6 runs of train_lm.py, 2.5–4 min each *
+  python study_lm.py --out runs/final/lm_ar_tradeoff --blocks 2,4   # how results/lm_ar_cpu_blocks
+                                                                    # was made (B = 8 not run)
+
+* one thread beside another run, 2-core CPU. The read-outs need each run's checkpoint: on a folder
+of metrics.json alone (results/lm_ar_cpu_blocks) the table has none.
 
 Each run is `train_lm.py --model ar --seed S --stream STREAM --blocks B --method diffusionblocks`
 into --out/STREAM_BB/seedS; the preset's own (one stream, B = 4) trains backprop too. A run whose
