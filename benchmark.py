@@ -23,8 +23,10 @@ import statistics
 import time
 
 import torch
+
 import common
 import diffusionblocks as db
+import report
 import train_dit
 import train_huginn
 import train_lm
@@ -365,7 +367,7 @@ def benchmark(name, setup, args):
 
 
 def _mib(n):
-    return f"{common.mib(n):>9.1f}"
+    return f"{report.mib(n):>9.1f}"
 
 
 def verdict(r):
@@ -378,11 +380,11 @@ def verdict(r):
     text = f"{'ok' if memory_ok else 'MISS'}, {'ok' if time_ok else 'MISS'}"
     if not memory_ok:
         part = max(PARTS, key=r["excess_bytes"].get)
-        text += f"; {part} +{common.mib(r['excess_bytes'][part]):.1f} MiB over 1/B of end-to-end"
+        text += f"; {part} +{report.mib(r['excess_bytes'][part]):.1f} MiB over 1/B of end-to-end"
     if r.get("streams_memory_ratio"):
         text += f"; with end-to-end's activations per token stream: {r['streams_memory_ratio']:.2f}"
     if "e2e_cuda_peak" in r:
-        e2e, block = common.mib(r["e2e_cuda_peak"]), common.mib(r["block_cuda_peak_max"])
+        e2e, block = report.mib(r["e2e_cuda_peak"]), report.mib(r["block_cuda_peak_max"])
         text += f"; CUDA peak {e2e:.0f} → {block:.0f} MiB"
     return text
 
@@ -398,7 +400,7 @@ def verdict_both(r):
         f"{r['both_bound_ratio']:.2f} "
         f"(checkpointing's bytes ÷ B but the recomputed layer's)"
         + (
-            f"; CUDA peak {common.mib(r['both_cuda_peak_max']):.0f} MiB"
+            f"; CUDA peak {report.mib(r['both_cuda_peak_max']):.0f} MiB"
             if "both_cuda_peak_max" in r
             else ""
         )
@@ -428,11 +430,11 @@ def print_table(rows):
             f"{r['ckpt_memory_ratio']:>6.2f} "
             f"{'-':>5} {r['ckpt_time_ratio']:>10.3f} {'':>6}  activation checkpointing: "
             "activations "
-            f"{common.mib(r['e2e']['activations']):.0f} → "
-            f"{common.mib(r['ckpt']['activations']):.0f} MiB"
-            + f", recomputed layer {common.mib(r['ckpt']['recomputed']):.0f} MiB"
+            f"{report.mib(r['e2e']['activations']):.0f} → "
+            f"{report.mib(r['ckpt']['activations']):.0f} MiB"
+            + f", recomputed layer {report.mib(r['ckpt']['recomputed']):.0f} MiB"
             + (
-                f"; CUDA peak {common.mib(r['ckpt_cuda_peak']):.0f} MiB"
+                f"; CUDA peak {report.mib(r['ckpt_cuda_peak']):.0f} MiB"
                 if "ckpt_cuda_peak" in r
                 else ""
             )
@@ -452,7 +454,7 @@ def print_table(rows):
 def plot(rows, path):
     """Largest block / end-to-end memory against B per architecture, the ideal 1/B, and
     checkpointing at B = 1."""
-    plt = common.pyplot()
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     counts = sorted({r["blocks"] for r in rows})
     ax.plot(counts, [1 / B for B in counts], "k--", label="ideal 1/B")

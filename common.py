@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 import diffusionblocks as db
-
+import report
 
 # ----------------------------------------------------------------------------------------------
 # Config and flags
@@ -963,7 +963,7 @@ def assemble(cfg, script, headline, model, evaluate, device, emas=()):
     if resumed:  # a block resumed at another --lr
         result["resumed_with"] = resumed
     metrics = write_metrics(cfg, script, "assembled", result, device)
-    print_table(metrics["methods"], headline)
+    report.print_table(metrics["methods"], headline)
     return metrics
 
 
@@ -1051,42 +1051,6 @@ def write_study(cfg, script, runs, name, table, **extra):
     return result
 
 
-def mib(n):
-    return n / 2**20
-
-
-def print_table(methods, headline, baseline="backprop"):
-    """Side-by-side comparison: headline metric, memory per step, seconds per iteration, total time
-    (ratios to `baseline`)."""
-    base = methods.get(baseline, {})
-    rows = [
-        f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
-        f"{'time ratio':>10} {'iters':>7} {'train s':>8}"
-    ]
-    for name, r in methods.items():
-        memory = _mean(r["train_memory_bytes"])
-        mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
-        time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
-        mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a baseline run beside
-        time_ratio = f"{time_ratio:.3f}" if base else "-"
-        rows.append(
-            f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "
-            f"{mem_ratio:>9} {_fmt(r['seconds_per_iter']):>9} {time_ratio:>10} "
-            f"{_fmt(r['iters']):>7} {_fmt(r['train_seconds']):>8}"
-        )
-    print("\n".join(rows))
-
-
-def _mean(v):
-    return v["mean"] if isinstance(v, dict) else v  # a mean ± std over seeds, or one run's value
-
-
-def _fmt(v):
-    if isinstance(v, dict):  # mean ± std over seeds
-        return f"{v['mean']:.4g}±{v['std']:.2g}"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def summarize_seeds(runs, out):
     """Mean ± std (sample std) of every numeric per-method value over the seeds' metrics.json
     files."""
@@ -1107,46 +1071,6 @@ def summarize_seeds(runs, out):
     return summary
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend: files only, no screen needed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_comparison(
-    methods,
-    headline,
-    out,
-    x_key="layer_updates",
-    x_label="layer updates (iterations × layers trained)",
-):
-    """Learning curves of every method on one axis, and stacked bars of the training memory per
-    step."""
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, r in methods.items():
-        curve = r.get("curve", [])  # an assembled model has no learning curve
-        ax1.plot([c[x_key] for c in curve], [c[headline] for c in curve], marker=".", label=name)
-    ax1.set_xlabel(x_label)
-    ax1.set_ylabel(headline)
-    ax1.legend()
-    ax1.grid(alpha=0.3)
-    bottom = np.zeros(len(methods))
-    for part in ("parameters", "gradients", "optimizer_state", "activations"):
-        heights = np.array([mib(r["train_memory"][part]) for r in methods.values()])
-        ax2.bar(list(methods), heights, bottom=bottom, label=part)
-        bottom += heights
-    ax2.set_ylabel("training memory per step (MiB)")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "comparison.png"), dpi=120)
-    plt.close(fig)
-
-
 def run_seeds(main, cfg, headline, baseline="backprop"):
     """--seeds 0,1,2: run main(cfg) per seed into --out/seed<s>, then write and print mean ± std."""
     if not cfg.seeds:
@@ -1163,5 +1087,5 @@ def run_seeds(main, cfg, headline, baseline="backprop"):
         )
     summary = summarize_seeds(runs, cfg.out)
     print(f"\nmean ± std over seeds {seeds} ({cfg.out}/summary.json):")
-    print_table(summary["methods"], headline, baseline)
+    report.print_table(summary["methods"], headline, baseline)
     return summary

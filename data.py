@@ -144,9 +144,9 @@ def _load_npz(path, seed):
     return x, y, x_test, _npz_labels(path, "y_test", arrays["y_test"], len(x_test))
 
 
-def load_images(name, data_dir, seed):
+def load_images(name, data_dir, seed, validation=False):
     """digits (sklearn, offline), mnist, cifar10, cifar100 (torchvision) or npz:PATH → dict of
-    tensors."""
+    tensors; with `validation`, the test split is 20 % of the training split (validation_split)."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -162,13 +162,14 @@ def load_images(name, data_dir, seed):
         common.fail(
             f"unknown --dataset {name!r}; allowed: digits, mnist, cifar10, cifar100, npz:PATH"
         )
-    return dict(
+    data = dict(
         x_train=x_train.to(torch.uint8),
         y_train=y_train.long(),
         x_test=x_test.to(torch.uint8),
         y_test=y_test.long(),
         num_classes=int(max(y_train.max(), y_test.max())) + 1,
     )
+    return validation_split(data, seed) if validation else data
 
 
 UNK = "\ufffd"  # stands for characters of the validation/test text that the training split lacks

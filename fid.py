@@ -29,7 +29,7 @@ FID_FEATURES = {
 }
 
 
-def _unit(x):
+def to_unit(x):
     """uint8 images -> float in [-1, 1]."""
     return x.float() / 127.5 - 1
 
@@ -78,14 +78,14 @@ def feature_network(cfg, data, device):
         for it in tqdm(range(cfg.fid_classifier_steps), desc="fid feature CNN", mininterval=1.0):
             idx = torch.randint(len(x_train), (128,), generator=gen).to(device)
             # ≤ 1/8 side
-            x = random_shift(_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
+            x = random_shift(to_unit(x_train[idx]), max(1, x_train.shape[-1] // 8), shift_gen)
             loss = F.cross_entropy(net(x), y_train[idx])
             common.set_lr(opt, common.cosine_lr(it / cfg.fid_classifier_steps, 0.05, 2e-3, 1e-5))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         with torch.no_grad():
-            logits = torch.cat([net(_unit(x)) for x in data["x_test"].to(device).split(1000)])
+            logits = torch.cat([net(to_unit(x)) for x in data["x_test"].to(device).split(1000)])
         accuracy = (logits.argmax(-1).cpu() == data["y_test"]).float().mean().item()
         saved = {"model": net.state_dict(), "test_acc": accuracy}
         common.save_atomic(saved, path)
@@ -127,6 +127,25 @@ def inception_network(device):
         "published FIDs"
     )
     return features
+
+
+def reference(cfg, data, device):
+    """The feature network of --fid, and the features (M, F) of the --fid-reference split of data
+    (load_images' dict), a thousand images at a time."""
+    classifier = cfg.fid == "classifier"
+    features = feature_network(cfg, data, device) if classifier else inception_network(device)
+    images = data["x_train" if cfg.fid_reference == "train" else "x_test"]
+    with torch.no_grad():
+        reference = torch.cat([features(to_unit(x).to(device)) for x in images.split(1000)])
+    return features, reference.cpu()
+
+
+def fid_of(network, samples, reference, device):
+    """`fid` of samples (n, C, H, W) in [-1, 1]: the Fréchet distance of their features to the
+    reference features (M, F)."""
+    with torch.no_grad():
+        features = torch.cat([network(x.to(device)) for x in samples.split(1000)]).cpu()
+    return frechet_distance(features, reference)
 
 
 def frechet_distance(a, b):

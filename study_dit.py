@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 import common
+import report
 import train_dit
 from fid import FID_FEATURES
 
@@ -59,9 +60,9 @@ def plot_ablation(runs, out, features):
     """--out/ablation.png: fid against B, and uniform vs equiprob; ours and the paper's FID each
     divided by its own value at B = 1, on one axis per panel (error bars: std over seeds when `runs`
     is a --seeds summary)."""
-    plt = common.pyplot()
+    plt = report.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
-    base = common._mean(runs["B1-equiprob"]["fid"])
+    base = report._mean(runs["B1-equiprob"]["fid"])
     sweep = [b for b, p in ABLATION if p == "equiprob"]
     ours = np.array([relative_fid(runs[f"B{b}-equiprob"]["fid"], base) for b in sweep])  # (runs, 2)
     ax1.errorbar(
@@ -137,8 +138,8 @@ def ablation(cfg):
         cfg, "study_dit.py", runs, "ablation", table, paper_fid_cifar10=PAPER_FID
     )
     plot_ablation(runs, cfg.out, FID_FEATURES[cfg.fid])
-    common.plot_comparison(runs, "test_denoise_loss", run_out)
-    train_dit.plot_samples(runs, run_out)
+    report.plot_comparison(runs, "test_denoise_loss", run_out)
+    report.plot_samples(runs, run_out)
     return result
 
 

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 
+import torch
 
 import common
 import train_huginn
@@ -52,6 +53,29 @@ KEPT = (
 )  # of each run's metrics.json, with the read-outs
 
 
+@torch.no_grad()
+def readout_accuracies(cfg, run_dir):
+    """The accuracy of DiffusionBlocks' chain (saved in run_dir) at the test K for every --grid ×
+    --readout: {split}_next_token_acc_{grid}_{readout}."""
+    device = common.pick_device(cfg.device)
+    corpus = train_huginn.load_corpus(cfg, device)
+    model = train_huginn.build_model(cfg, "diffusionblocks", len(corpus.chars)).to(device)
+    path = os.path.join(run_dir, "diffusionblocks", "ckpt.pt")
+    saved = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(saved["state"]["model"])
+    K, hits = train_huginn.test_iters(cfg), {}
+    with common.autocast(device):
+        for x in corpus.test_eval.split(cfg.batch_size):
+            x, y = x[:, :-1].to(device), x[:, 1:].to(device)
+            for grid in ("boundaries", "final"):  # every call's logits (K, N, n, V)
+                calls = train_huginn.next_token_logits(model, x, K, None, "mean", grid, "all")
+                calls = calls.float()
+                for readout, logits in (("last", calls[-1]), ("sum", calls.log_softmax(-1).sum(0))):
+                    key = f"{corpus.split}_next_token_acc_{grid}_{readout}"
+                    hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
+    return {key: value / (len(corpus.test_eval) * cfg.seq_len) for key, value in hits.items()}
+
+
 def variant(cfg, name):
     """train_huginn.py --validation with the flags of VARIANTS[name], into --out/name → its method's
     metrics."""
@@ -64,7 +88,8 @@ def variant(cfg, name):
         out=os.path.join(cfg.out, name),
         **flags,
     )
-    return train_huginn.main(run)["methods"][flags["method"]]
+    r = train_huginn.main(run)["methods"][flags["method"]]
+    return {**r, **readout_accuracies(run, run.out)} if flags["method"] == "diffusionblocks" else r
 
 
 def ar_reference(cfg):

@@ -29,6 +29,7 @@ import torch
 
 import common
 import diffusionblocks as db
+import report
 import train_lm
 
 STREAMS = ("single", "two")
@@ -180,7 +181,7 @@ def main(argv=None):
 def plot(table, out):
     """--out/tradeoff.png: the accuracy gap to backprop against the memory ratio, one line per
     stream through B = 2, 4, 8, each point labelled by its layers per block."""
-    plt = common.pyplot()
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for stream, marker in zip(STREAMS, ("o", "s")):
         mine = [e for e in table if e["stream"] == stream]

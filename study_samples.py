@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import common
+import report
 import train_huginn
 import train_lm
 from data import decode
@@ -513,7 +514,7 @@ def families(rows):
 def plot(summary, out):
     """--out/frontier.png: quality (MAUVE at c = 5, and gen_ppl) against diversity (distinct_4),
     seed means: each knob's curve, the paper's two points as stars, the real text as a line."""
-    plt = common.pyplot()
+    plt = report.pyplot()
     rows = summary["decoders"]
     panels = [k for k in ("mauve_5", "gen_ppl") if k in rows[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)

@@ -1,22 +1,29 @@
-"""The ViT read-out study (results/README.md): which training variant and which read-out chain of
+"""The ViT studies (results/README.md): which training variant and which read-out chain of
 DiffusionBlocks to use, chosen on validation data (20 % of the training split), never on the test
-split.
+split; and the local baseline (--method local) beside train_vit.py's two methods.
 
   python study_vit.py --seeds 0,1,2 --out runs/vit_study   # every flag of train_vit.py applies
+  python study_vit.py --method local --seeds 0,1,2 --out runs/vit_local     # the local baseline
 
 It trains backprop and DiffusionBlocks with each loss weighting × wrong-hint rate (ABLATION) through
 train_vit.py, then reads each trained model out with every start × grid × calls (READOUTS) and
 reports the validation accuracy after each call for the "last" and "sum" read-outs (ablation.json,
-ablation.txt, readouts.png per training variant). Nothing here is needed to use the method.
+ablation.txt, readouts.png per training variant). The local baseline trains the same B pieces as
+DiffusionBlocks' blocks greedily, piece after piece, each with its own head on the frozen features
+of the pieces before it, by train_vit.py's loop and on its batches. Nothing here is needed to use
+the method.
 """
 
 import dataclasses
 import os
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
+import report
 import train_vit
 
 # (weighting, mislabel) of the training
@@ -27,6 +34,66 @@ READOUTS = [
     for grid in ("boundaries", "final")
     for k in (1, 2, 4)
 ]
+
+
+class LocalViT(nn.ModuleList):
+    """The local baseline: B train_vit.ViT pieces (only the first with a stem), piece b trained with
+    its own head on the frozen features of pieces < b; it classifies with the piece trained last."""
+
+    def __init__(self, pieces):
+        super().__init__(pieces)
+        self.current = 0  # the piece in training, set by local_step: the learning curve reads it
+
+    @property
+    def blocks(self):
+        """The pieces, trained one after another (common.blocks_of)."""
+        return list(self)
+
+    def frozen_features(self, x, b):
+        """Images x → tokens (N, T+1, D) of pieces < b, without gradients (x itself for b = 0)."""
+        with torch.no_grad(), common.autocast(x.device):
+            for piece in list(self)[:b]:
+                x = piece.features(None, None, x)[0]
+        return x
+
+    def forward(self, z_in, c_noise, x):
+        return self[self.current](z_in, c_noise, self.frozen_features(x, self.current))
+
+
+def local_step(model, optimizers, batch, b, generator=None):
+    """One iteration of the local baseline: piece b's cross-entropy on frozen features → (loss,
+    gradient norm)."""
+    x, y = batch
+    model.current = b
+    with common.autocast(x.device):
+        loss = F.cross_entropy(model(None, None, x).float(), y)
+    optimizers[b].zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model[b].parameters(), 1.0)  # before clipping
+    optimizers[b].step()
+    return loss.detach(), grad_norm
+
+
+def local(cfg):
+    """Train and test the local baseline by train_vit.py's loop → metrics.json ("local")."""
+    device = common.start(cfg)
+    data = train_vit.load_data(cfg, device)
+    _, C, H, _ = data.x_eval.shape
+    for method in common.methods_to_run(cfg, ["local"]):
+        common.seed_everything(cfg.seed)
+        depths = db.split_layers(cfg.layers, cfg.blocks)
+        model = LocalViT(train_vit.ViT(H, C, cfg.patch, cfg.width, d, cfg.heads, data.num_classes,
+                                       stem=b == 0) for b, d in enumerate(depths)).to(device)
+        run_dir = os.path.join(cfg.out, method)
+        stats, memory, per_block = train_vit.train(cfg, data, method, model, run_dir, local_step)
+        frozen = sum(p.nbytes for piece in model[:-1] for p in piece.parameters())  # also in memory
+        extra = {"blocks": cfg.blocks, "train_memory_per_block": per_block,
+                 "frozen_parameter_bytes": frozen}
+        result = common.method_result(stats, memory, extra)
+        common.write_metrics(cfg, "study_vit.py", method, result, device)
+    metrics = common.read_metrics(cfg.out)
+    report.print_table(metrics["methods"], data.metric)
+    return metrics
 
 
 def readout_accuracy(model, x, y, start, grid, calls, generator):
@@ -78,7 +145,7 @@ def readouts(cfg, run_dir):
 
 def plot_readouts(accs, backprop, B, path):
     """Accuracy after each call of every read-out chain of 4B calls, beside backprop's."""
-    plt = common.pyplot()
+    plt = report.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, start in zip(axes, ("mean", "noise")):
         for grid, color in (("boundaries", "C0"), ("final", "C1")):
@@ -156,10 +223,11 @@ def ablation(cfg):
 
 
 if __name__ == "__main__":
-    config = common.parse_config(train_vit.Config, train_vit.PRESETS, train_vit.METHODS)
-    if config.method != "all" or config.block >= 0 or config.assemble or config.resume:
-        common.fail(
-            "study_vit.py trains its own list of models on validation data; "
-            "drop --method, --block, --assemble and --resume"
-        )
-    common.run_seeds(ablation, config, "val_acc")
+    config = common.parse_config(train_vit.Config, train_vit.PRESETS, ["local"])
+    if config.method == "local":
+        common.run_seeds(local, config, "val_acc" if config.validation else "test_acc")
+    elif config.resume:
+        common.fail("study_vit.py's ablation trains its own list of models on validation data; "
+                    "drop --resume")
+    else:
+        common.run_seeds(ablation, config, "val_acc")

@@ -334,7 +334,7 @@ def test_metrics_json_survives_a_kill_during_its_write_and_a_broken_one_is_a_one
 
     monkeypatch.setattr(json, "dump", killed)
     with pytest.raises(KeyboardInterrupt):
-        common.write_metrics(cfg, "train_vit.py", "local", {"test_acc": 0.6}, "cpu")
+        common.write_metrics(cfg, "train_vit.py", "diffusionblocks", {"test_acc": 0.6}, "cpu")
     monkeypatch.undo()
     assert (tmp_path / "metrics.json").read_text() == before
     assert os.listdir(tmp_path) == ["metrics.json"]
@@ -416,7 +416,7 @@ def test_the_divergence_command_names_its_method_and_seed_and_resumes_only_them(
     assert result.returncode == 0 and "backprop: finished, kept" in result.stdout
     summary = json.loads((out / "summary.json").read_text())["methods"]
     assert summary["backprop"]["test_acc"]["values"][0] == first["backprop"]["test_acc"]
-    assert set(summary) == {"backprop", "diffusionblocks", "local"}
+    assert set(summary) == {"backprop", "diffusionblocks"}
 
 
 def test_harmless_settings_may_change_on_resume_and_a_resumed_block_says_so(tmp_path):

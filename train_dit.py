@@ -8,10 +8,9 @@ alone; one block per sampling step).
   python train_dit.py --preset paper                    # DiT-S/2 on CIFAR-10, one GPU
   python study_dit.py  # the ablations: partition (γ=0, B=3), B ∈ {1,2,3,4,6}
 
-`fid` is NOT Inception FID unless --fid inception (the paper preset's default): the Fréchet distance
-in the features of a small CNN classifier trained here on the training split (fid.py), comparable
-only between runs of this project on the same data. `fid_ema` and `test_denoise_loss_ema` are those
-of the EMA of the weights (--ema-std).
+`fid` is NOT Inception FID unless --fid inception (the paper preset's): the Fréchet distance in the
+features of a small CNN trained here (fid.py), comparable only between runs of this project on the
+same data; `fid_ema`, `test_denoise_loss_ema`: those of the weights' EMA (--ema-std).
 """
 
 import dataclasses
@@ -20,17 +19,15 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import common
 import diffusionblocks as db
-from data import load_images, validation_split
-from fid import FID_FEATURES, feature_network, frechet_distance, inception_network
+import report
+from data import load_images
+from fid import FID_FEATURES, fid_of, reference, to_unit
 
 METHODS = ["backprop", "diffusionblocks"]
-
-
 option = common.option
 
 
@@ -55,25 +52,19 @@ class Config(common.BaseConfig):
     sample_steps: int = option(50, "sampling steps on the equal-CDF σ grid (paper: 50)")
     sampler: str = option("euler", "ODE sampler", ["euler", "heun"])
     ema_std: float = option(0.25, "σ_rel of each block's EMA of the weights (EDM2's power-function "
-                            "EMA: the std of its averaging profile as a fraction of the block's "
-                            "updates so far; at most 0.288); 0: none. Chosen on validation data")
+                            "EMA, at most 0.288); 0: none. Chosen on validation data")
     # the evaluation
     fid: str = option("classifier", "feature network of `fid` (fid.py): a small CNN trained here "
                       "(NOT Inception), or Inception-v3 (pip install torch-fidelity; the paper "
-                      "preset's). Protocol: --fid-samples images of balanced classes, "
-                      "--sample-steps steps of --sampler, guidance --guidance, against every "
-                      "image of --fid-reference (the common protocol: --fid-samples 50000 "
-                      "--fid-reference train)", ["classifier", "inception"])
+                      "preset's); the common protocol: --fid-samples 50000 --fid-reference train",
+                      ["classifier", "inception"])
     fid_samples: int = option(1000, "generated images compared with the --fid-reference split")
-    fid_reference: str = option("test", "the images `fid` compares the samples with: the test "
-                                "split (--validation: the held-out 20 %), or the training split",
-                                ["test", "train"])
+    fid_reference: str = option("test", "what `fid` compares the samples with: the test split "
+                                "(--validation: the held-out 20 %)", ["test", "train"])
     fid_classifier_steps: int = option(600, "training steps of the feature CNN (cached)")
-    validation: bool = option(False, "evaluate on 20 % of the training split held out (to "
-                              "choose --ema-std)")
+    validation: bool = option(False, "evaluate on 20 % of the training split held out (to choose)")
     eval_every: int = option(500, "iterations between test denoising losses (learning curves)")
-    curve_images: int = option(0, "test images of each learning-curve test_denoise_loss (0: all; "
-                               "the final one uses all)")
+    curve_images: int = option(0, "test images per curve point (0: all; the final one uses all)")
 
 
 PRESETS = {
@@ -131,9 +122,7 @@ def build_model(cfg, method, image_size, channels, num_classes):
     return db.DiffusionBlocks(blocks, gamma=cfg.gamma, partition=cfg.partition)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
+# Data ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -157,17 +146,10 @@ def check_config(cfg):
         common.fail(f"--width {cfg.width} must be divisible by 4 (2-D sin-cos positions)")
 
 
-def to_unit(x):
-    """uint8 images -> float in [-1, 1]."""
-    return x.float() / 127.5 - 1
-
-
 def load_data(cfg, device):
     """The images of --dataset (--validation: 20 % of the training split held out as the test
     split), checked against --patch, and the features of `fid`'s reference split (fid.py)."""
-    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
-    if cfg.validation:
-        data = validation_split(data, cfg.seed)
+    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed, cfg.validation)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of "
@@ -175,19 +157,11 @@ def load_data(cfg, device):
     print(f"{cfg.dataset}: {len(data['x_train'])} train / {len(data['x_test'])} "
           f"{'validation' if cfg.validation else 'test'} images {C}×{H}×{W}, "
           f"{data['num_classes']} classes")
-    x_test = to_unit(data["x_test"])
-    features = reference_features = None  # --block b only trains: --assemble evaluates
-    if cfg.block < 0:
-        classifier = cfg.fid == "classifier"
-        features = feature_network(cfg, data, device) if classifier else inception_network(device)
-        with torch.no_grad():  # the reference images, a thousand at a time in [-1, 1]
-            reference = x_test.split(1000)
-            if cfg.fid_reference == "train":
-                reference = (to_unit(x) for x in data["x_train"].split(1000))
-            reference_features = torch.cat([features(x.to(device)) for x in reference]).cpu()
-    return Images(data["x_train"].to(device), data["y_train"].to(device), x_test, data["y_test"],
-                  data["num_classes"], cfg.dataset.startswith("cifar"), device, features,
-                  reference_features)
+    # `fid`'s network and its reference features (fid.py); --block b only trains
+    features, reference_features = reference(cfg, data, device) if cfg.block < 0 else (None, None)
+    return Images(data["x_train"].to(device), data["y_train"].to(device), to_unit(data["x_test"]),
+                  data["y_test"], data["num_classes"], cfg.dataset.startswith("cifar"), device,
+                  features, reference_features)
 
 
 def get_batch(cfg, data, generator):
@@ -203,9 +177,7 @@ def get_batch(cfg, data, generator):
     return torch.where(drop, data.num_classes, data.y_train[idx]), x
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation: the test denoising loss, sampling, fid
-# ----------------------------------------------------------------------------------------------
+# Evaluation: the test denoising loss, sampling, fid -----------------------------------------------
 
 
 def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
@@ -214,8 +186,7 @@ def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
     n, total = images or len(data.x_test), 0.0
     with torch.no_grad(), common.autocast(data.device):
         sigmas = db.sampling_sigmas(2 * num_sigmas)[1::2].tolist()  # midpoints of equal-mass bins
-        for i, sigma in enumerate(tqdm(sigmas, desc="test_denoise_loss", leave=False,
-                                       mininterval=1.0)):
+        for i, sigma in enumerate(tqdm(sigmas, "test_denoise_loss", leave=False, mininterval=1)):
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
             for y, label in zip(data.x_test[:n].split(1000), data.y_test[:n].split(1000)):
                 y, label = y.to(data.device), label.to(data.device)
@@ -228,8 +199,7 @@ def test_denoise_loss(cfg, data, model, images=0, num_sigmas=8):
 def generate(cfg, model, labels, noise, num_classes):
     """Samples of --sampler on D = D_u + s·(D_c − D_u) (classifier-free guidance, Ho & Salimans
     2022), quantised to 8 bits, and the layers run per sample (σ's block, twice with guidance)."""
-    layers_run = []
-    null = torch.full_like(labels, num_classes)
+    layers_run, null = [], torch.full_like(labels, num_classes)
 
     def D(z, sigma):
         b = int(db.block_of(sigma, model.sigmas))
@@ -250,80 +220,38 @@ def generate(cfg, model, labels, noise, num_classes):
 def final_evaluation(cfg, data, model, run_dir, grid_file="samples.pt"):
     """fid, the sampling cost, and a grid of samples (the same labels and noise for every method)
     to run_dir/grid_file."""
-    K, (C, H, W) = data.num_classes, data.x_test.shape[1:]
-    labels = torch.arange(cfg.fid_samples) % K  # balanced classes
-    generator = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.randn((cfg.fid_samples, C, H, W), generator=generator)
+    K, (C, H, W), n = data.num_classes, data.x_test.shape[1:], cfg.fid_samples
+    labels = torch.arange(n) % K  # balanced classes
+    noise = torch.randn((n, C, H, W), generator=torch.Generator().manual_seed(cfg.seed))
     t0, samples = time.perf_counter(), []
-    batches = list(zip(labels.split(500), noise.split(500)))
-    for label, eps in tqdm(batches, desc="sampling", leave=False):
+    for label, eps in tqdm(list(zip(labels.split(500), noise.split(500))), "sampling", leave=False):
         images, layer_evals = generate(cfg, model, label.to(data.device), eps.to(data.device), K)
         samples.append(images.cpu())  # .cpu() waits for the device, so the time is the sampling's
     seconds = time.perf_counter() - t0
     samples = torch.cat(samples)  # (n, C, H, W) in [-1, 1]
-    with torch.no_grad():
-        features = torch.cat([data.features(x.to(data.device)) for x in samples.split(1000)]).cpu()
     per_class = min(8, cfg.fid_samples // K)
     grid = samples[: per_class * K].view(per_class, K, C, H, W).transpose(0, 1)  # (K, per_class, …)
     common.save_atomic(grid, os.path.join(run_dir, grid_file))
-    return {"fid": frechet_distance(features, data.reference_features),
+    return {"fid": fid_of(data.features, samples, data.reference_features, data.device),
             "fid_features": FID_FEATURES[cfg.fid], "layer_evals_per_sample": layer_evals,
             "sample_seconds_per_image": seconds / cfg.fid_samples}
 
 
-def evaluate_ema(cfg, data, model, emas, run_dir):
-    """fid_ema and test_denoise_loss_ema: those of the EMA weights (and samples_ema.pt)."""
-    if not emas:
-        return {}
-    with common.averaged(emas):
-        fid = final_evaluation(cfg, data, model, run_dir, "samples_ema.pt")["fid"]
-        loss = test_denoise_loss(cfg, data, model)["test_denoise_loss"]
-    return {"fid_ema": fid, "test_denoise_loss_ema": loss, "ema_std": cfg.ema_std}
+def evaluate(cfg, data, model, emas, run_dir, loss=True):
+    """The final metrics: fid and the sampling cost (a grid of samples in run_dir/samples.pt),
+    test_denoise_loss on every test image (`loss`; else the curve's last is it), and both of the
+    EMA weights (fid_ema, test_denoise_loss_ema; samples_ema.pt)."""
+    result = final_evaluation(cfg, data, model, run_dir)
+    result.update(test_denoise_loss(cfg, data, model) if loss else {})
+    if emas:
+        with common.averaged(emas):
+            fid_ema = final_evaluation(cfg, data, model, run_dir, "samples_ema.pt")["fid"]
+            ema_loss = test_denoise_loss(cfg, data, model)["test_denoise_loss"]
+        result.update(fid_ema=fid_ema, test_denoise_loss_ema=ema_loss, ema_std=cfg.ema_std)
+    return result
 
 
-def evaluate_assembled(cfg, data, model, emas):
-    """--assemble: the final test_denoise_loss and fid (and their EMA's) of the saved blocks."""
-    run_dir = os.path.join(cfg.out, "assembled")
-    return {**test_denoise_loss(cfg, data, model), **final_evaluation(cfg, data, model, run_dir),
-            **evaluate_ema(cfg, data, model, emas, run_dir)}
-
-
-def plot_samples(methods, out):
-    """--out/samples.png: each method's grid (a row per class) side by side."""
-    plt = common.pyplot()
-    paths = {name: os.path.join(out, name, "samples.pt") for name in methods}
-    grids = {name: torch.load(path) for name, path in paths.items() if os.path.exists(path)}
-    fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 4.5), squeeze=False)
-    for ax, (name, grid) in zip(axes[0], grids.items()):
-        grid = F.pad(grid, (1, 1, 1, 1), value=0.0)  # a grey frame around every image
-        K, n, C, H, W = grid.shape  # the image: (K·H, n·W, C) in [0, 1]
-        image = (grid.permute(0, 3, 1, 4, 2).reshape(K * H, n * W, C) + 1) / 2
-        ax.imshow(image.squeeze(-1) if C == 1 else image, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{name}: fid {methods[name]['fid']:.3g}")
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "samples.png"), dpi=120)
-    plt.close(fig)
-
-
-def evaluate(cfg, data, model, emas, run_dir):
-    """The final metrics: fid and the sampling cost (samples.pt, a grid), test_denoise_loss on every
-    test image (the curve's used a subset), and those of the EMA weights."""
-    final = test_denoise_loss(cfg, data, model) if cfg.curve_images else {}
-    return {**final_evaluation(cfg, data, model, run_dir), **final,
-            **evaluate_ema(cfg, data, model, emas, run_dir)}
-
-
-def extras(cfg, model, per_block):
-    """metrics.json beyond the common fields: the blocks' settings, the memory per block."""
-    return {"blocks": len(model.blocks), "gamma": cfg.gamma, "partition": cfg.partition,
-            "layers_per_block": db.split_layers(cfg.layers, len(model.blocks)),
-            "train_memory_per_block": per_block}
-
-
-# ----------------------------------------------------------------------------------------------
-# Training: one step, the loop, main
-# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main ---------------------------------------------------------------
 
 
 def train_step(model, optimizers, batch, b, generator=None):
@@ -341,9 +269,8 @@ def train_step(model, optimizers, batch, b, generator=None):
 
 
 def train(cfg, data, method, model, emas, run_dir):
-    """Train `model` by `method`, cfg.steps updates per block (compute matching), emas[b] updated
-    after each step of block b → (stats, memory of the largest block, memory per block); None
-    after --block b, which saves block b and its EMA alone for --assemble."""
+    """Train `model` by `method`, cfg.steps updates per block, emas[b] after each step of block b →
+    (stats, memory of the largest block, memory per block); None after --block b (saved alone)."""
     blocks = common.blocks_of(model)  # DiffusionBlocks' B blocks, or backprop's one of L layers
     optimizers = [common.adamw(block, cfg) for block in blocks]
     gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
@@ -355,9 +282,8 @@ def train(cfg, data, method, model, emas, run_dir):
         model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
     print(f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
           f"block(s), {iters} iterations of one block (= {cfg.steps} per block)")
-    state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
-    if emas:
-        state["ema"] = common.Many(emas)
+    state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise,
+             **({"ema": common.Many(emas)} if emas else {})}
     layers_per_iter = cfg.layers / len(blocks)  # layers one iteration trains (backprop: all L)
     loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
     for it in loop:
@@ -387,11 +313,14 @@ def run_method(cfg, data, method, run_dir, desc=None):
         print(common.describe_blocks(cfg, model, db.split_layers(cfg.layers, cfg.blocks)))
     emas = [common.EMA(block, cfg.ema_std) for block in model.blocks] if cfg.ema_std else []
     trained = train(cfg, data, desc or method, model, emas, run_dir)
-    if trained is None:
+    if trained is None:  # --block: saved alone
         return None
     stats, memory, per_block = trained
-    final = {**evaluate(cfg, data, model, emas, run_dir), **extras(cfg, model, per_block)}
-    return common.method_result(stats, memory, final)
+    final = evaluate(cfg, data, model, emas, run_dir, loss=cfg.curve_images > 0)
+    B = len(model.blocks)  # and the blocks' settings, the memory per block
+    return common.method_result(stats, memory, {
+        **final, "blocks": B, "gamma": cfg.gamma, "partition": cfg.partition,
+        "layers_per_block": db.split_layers(cfg.layers, B), "train_memory_per_block": per_block})
 
 
 def main(cfg):
@@ -402,9 +331,10 @@ def main(cfg):
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", H, C, data.num_classes).to(device)
         emas = [common.EMA(block, cfg.ema_std) for block in model.blocks] if cfg.ema_std else []
+        run_dir = os.path.join(cfg.out, "assembled")
         metrics = common.assemble(cfg, "train_dit.py", "fid", model,
-                                  lambda m: evaluate_assembled(cfg, data, m, emas), device, emas)
-        plot_samples(metrics["methods"], cfg.out)
+                                  lambda m: evaluate(cfg, data, m, emas, run_dir), device, emas)
+        report.plot_samples(metrics["methods"], cfg.out)
         return metrics
     for method in common.methods_to_run(cfg, METHODS):
         result = run_method(cfg, data, method, os.path.join(cfg.out, method))
@@ -412,16 +342,7 @@ def main(cfg):
             return None
         common.write_metrics(cfg, "train_dit.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
-    print(f"fid features: {FID_FEATURES[cfg.fid]} (comparable only within this project)")
-    common.print_table(metrics["methods"], "fid")
-    for name, r in metrics["methods"].items():
-        ema = (f"; EMA σ_rel {r['ema_std']}: fid {r['fid_ema']:.4g}, test_denoise_loss "
-               f"{r['test_denoise_loss_ema']:.4f}") if "fid_ema" in r else ""
-        print(f"{name}: test_denoise_loss {r['test_denoise_loss']:.4f}, sampling "
-              f"{r['layer_evals_per_sample']} layer evaluations and "
-              f"{r['sample_seconds_per_image'] * 1e3:.3g} ms per image{ema}")
-    common.plot_comparison(metrics["methods"], "test_denoise_loss", cfg.out)
-    plot_samples(metrics["methods"], cfg.out)
+    report.dit(metrics["methods"], cfg.out, FID_FEATURES[cfg.fid])
     return metrics
 
 

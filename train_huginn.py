@@ -9,9 +9,9 @@ recurrent-depth experiment). Huginn: https://arxiv.org/abs/2502.05171.
   python train_huginn.py --preset paper          # text8, width 512, 2+4+2 layers, K 32, one GPU
 
 Metrics: next-character accuracy, cross-entropy and draw accuracy against test-time K, gen_ppl of
-held-out continuations (lm_eval), layer evaluations per training step, training time and memory;
-DiffusionBlocks' accuracy with each --grid × --readout. The settings were chosen on validation text
-by study_huginn.py.
+held-out continuations (lm_eval), layer evaluations per training step, training time and memory.
+The settings, and the read-out among every --grid × --readout, were chosen on validation text by
+study_huginn.py.
 """
 
 import dataclasses
@@ -26,6 +26,7 @@ from torch.nn.attention.bias import causal_upper_left
 
 import common
 import diffusionblocks as db
+import report
 from lm_eval import continue_held_out, reference_accuracy, text_corpus, write_samples
 
 METHODS = ["bptt", "diffusionblocks"]
@@ -92,9 +93,7 @@ PRESETS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------
-# The recurrent-depth model (Huginn §3) and its two readings
-# ----------------------------------------------------------------------------------------------
+# The recurrent-depth model (Huginn §3) and its two readings ---------------------------------------
 
 
 class RecurrentDepthLM(nn.Module):
@@ -117,26 +116,21 @@ class RecurrentDepthLM(nn.Module):
                  mean_iters=32, bptt=None):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
-        # the scale of the positions (GPT-2; std 1 drowns them)
-        nn.init.normal_(self.tok.weight, std=0.02)
-        # learned positions (train_lm's CausalLM)
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
-        # condition of the prelude, coda and baseline's core
-        self.cond = nn.Parameter(torch.zeros(width))
+        nn.init.normal_(self.tok.weight, std=0.02)  # the positions' scale (GPT-2; 1 drowns them)
+        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))  # learned (as CausalLM's)
+        self.cond = nn.Parameter(torch.zeros(width))  # condition of prelude, coda, baseline's core
         self.prelude = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(prelude))
         self.adapter = nn.Linear(2 * width, width)  # [state ; e] → width, as Huginn
         self.core = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(core))
         self.state_norm = nn.LayerNorm(width)
-        # e at the state's scale: else the adapter sees noise ≫ input
-        self.input_norm = nn.LayerNorm(width)
+        self.input_norm = nn.LayerNorm(width)  # e at the state's scale (else noise ≫ input)
         self.coda = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(coda))
         self.final = db.FinalLayer(width, vocab)
         if target_dim:
             self.z_in = nn.Linear(target_dim, width)
             self.embed_sigma = db.SigmaEmbedder(width)
         self.state_std = math.sqrt(2 / (5 * width))  # Huginn's init std, also of s_0
-        # the baseline's training K (mean) and gradient window
-        self.mean_iters, self.bptt = mean_iters, bptt
+        self.mean_iters, self.bptt = mean_iters, bptt  # the baseline's training K (mean), window
         self.layer_evals = 0
 
     def compile(self, *args, **kwargs):
@@ -237,29 +231,21 @@ def next_token_logits(model, x, iters, generator=None, start="mean", grid="bound
                          x.device)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data and evaluation
-# ----------------------------------------------------------------------------------------------
+# Data and evaluation ------------------------------------------------------------------------------
 
 
 def check_config(cfg):
     """One-line errors (exit 2) for this script's flags, run by parse_config (before --out is
     created)."""
     if cfg.block >= 0 or cfg.assemble:
-        common.fail(
-            "--block / --assemble: train_huginn.py trains one block (B = 1), there is nothing to "
-            "train apart"
-        )
+        common.fail("--block / --assemble: train_huginn.py trains one block (B = 1), there is "
+                    "nothing to train apart")
     if cfg.blocks != 1:
-        common.fail(
-            f"--blocks must be 1 here (the core is one σ-conditioned denoiser, no partition), got "
-            f"{cfg.blocks}"
-        )
+        common.fail(f"--blocks must be 1 here (the core is one σ-conditioned denoiser, no "
+                    f"partition), got {cfg.blocks}")
     if not 1 <= cfg.gen_tokens < cfg.seq_len:
-        common.fail(
-            f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
-            f"got {cfg.gen_tokens}"
-        )
+        common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − "
+                    f"gen_tokens), got {cfg.gen_tokens}")
 
 
 def test_iters(cfg):
@@ -272,14 +258,10 @@ def load_corpus(cfg, device):
     """--dataset cut into windows of seq_len + 1 characters (n contexts, each followed by its
     target), and its judge."""
     corpus = text_corpus(cfg, cfg.seq_len + 1, device)
-    print(
-        f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / "
-        f"{corpus.split} characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} "
-        f"{corpus.split} "
-        f"sequences of {cfg.seq_len + 1} per evaluation; test-time K = {test_iters(cfg)}; gen_ppl "
-        "judge: "
-        f"Witten–Bell {cfg.judge_order}-gram"
-    )
+    print(f"{cfg.dataset}: {len(corpus.data['train']):,} / {len(corpus.data['test']):,} train / "
+          f"{corpus.split} characters, V = {len(corpus.chars)}; {len(corpus.test_eval)} "
+          f"{corpus.split} sequences of {cfg.seq_len + 1} per evaluation; test-time K = "
+          f"{test_iters(cfg)}; gen_ppl judge: Witten–Bell {cfg.judge_order}-gram")
     return corpus
 
 
@@ -293,9 +275,7 @@ def evaluate(model, cfg, corpus, iters):
     gen, ce, correct, sampled = torch.Generator(corpus.device).manual_seed(cfg.seed), 0.0, 0, 0.0
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
-            # (N, n) contexts, their targets
-            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)
-            # (N,n,V)
+            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)  # contexts, targets
             logits = next_token_logits(model, x, iters, gen, "mean", cfg.grid, cfg.readout).float()
             ce += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
@@ -317,31 +297,6 @@ def prediction_layers(cfg, method, iters):
     return cfg.prelude + iters * (cfg.core + cfg.coda)
 
 
-def quality_at(model, cfg, corpus, iters):
-    """evaluate() at K = iters, with the layer evaluations of one prediction."""
-    method = "diffusionblocks" if isinstance(model, db.DiffusionBlocks) else "bptt"
-    result = evaluate(model, cfg, corpus, iters)
-    return {"iters": iters, **result,
-            "layer_evals_per_forward": prediction_layers(cfg, method, iters)}
-
-
-@torch.no_grad()
-def readout_accuracies(model, cfg, corpus, iters):
-    """DiffusionBlocks' prediction accuracy at K = iters for every --grid × --readout (chosen on
-    validation text, study_huginn.py): {split}_next_token_acc_{grid}_{readout}."""
-    hits = {}
-    with common.autocast(corpus.device):
-        for x in corpus.test_eval.split(cfg.batch_size):
-            x, y = x[:, :-1].to(corpus.device), x[:, 1:].to(corpus.device)
-            for grid in ("boundaries", "final"):
-                # (K, N, n, V)
-                calls = next_token_logits(model, x, iters, None, "mean", grid, "all").float()
-                for readout, logits in (("last", calls[-1]), ("sum", calls.log_softmax(-1).sum(0))):
-                    key = f"{corpus.split}_next_token_acc_{grid}_{readout}"
-                    hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
-    return {key: value / (len(corpus.test_eval) * cfg.seq_len) for key, value in hits.items()}
-
-
 def last_logits(model, cfg, iters, generator, start, x):
     """Logits (N, V) of the character after contexts x (N, n), for lm_eval's generation."""
     return next_token_logits(model, x, iters, generator, start, cfg.grid, cfg.readout)[:, -1]
@@ -351,16 +306,15 @@ def final_evaluation(model, cfg, corpus, run_dir):
     """Quality against K (powers of two up to twice the mean, the mean and the test K); gen_ppl of
     greedy (DiffusionBlocks: chain from z_0 = 0) and gen_ppl_t1 of temperature-1 (DiffusionBlocks:
     chain from noise) continuations of held-out prompts (train_lm.py's AR protocol; both
-    frontiers: study_samples.py); DiffusionBlocks: every read-out at the test K."""
-    K = test_iters(cfg)
+    frontiers: study_samples.py)."""
+    K, chain = test_iters(cfg), isinstance(model, db.DiffusionBlocks)
+    method = "diffusionblocks" if chain else "bptt"
     powers = {2**i for i in range(int(math.log2(2 * cfg.mean_iters)) + 1)}
-    quality = [
-        quality_at(model, cfg, corpus, k)
-        for k in sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})
-    ]
+    Ks = sorted(powers | {cfg.mean_iters, 2 * cfg.mean_iters, K})
+    quality = [{"iters": k, **evaluate(model, cfg, corpus, k),  # and one prediction's layers
+                "layer_evals_per_forward": prediction_layers(cfg, method, k)} for k in Ks]
     gen = torch.Generator(corpus.device).manual_seed(cfg.seed)
-    # its draws come from the chain's start, not a temperature
-    chain = isinstance(model, db.DiffusionBlocks)
+    # DiffusionBlocks' draws come from the chain's start, not a temperature
     predict = partial(last_logits, model, cfg, K, gen, "mean")
     decoders = {"": (predict, 0.0 if chain else cfg.temperature),
                 "_t1": (partial(last_logits, model, cfg, K, gen, "noise"), 0.0 if chain else 1.0)}
@@ -370,8 +324,7 @@ def final_evaluation(model, cfg, corpus, run_dir):
     return {**{f"gen_ppl{name}": ppl for name, ppl in zip(decoders, gen_ppl)},
             **{f"distinct_4{name}": dist for name, dist in zip(decoders, distinct)},
             "judge_ppl_held_out": judge_ppl, "samples": texts[0][:3], "quality_vs_iters": quality,
-            **reference_accuracy(corpus.data, corpus.test_eval, corpus.split),
-            **(readout_accuracies(model, cfg, corpus, K) if chain else {})}
+            **reference_accuracy(corpus.data, corpus.test_eval, corpus.split)}
 
 
 def extras(cfg, method, layer_evals, iters):
@@ -387,99 +340,13 @@ def extras(cfg, method, layer_evals, iters):
     return extra
 
 
-def report(methods, split="test"):
-    """Quality, generation, and training compute of each method; the compute ratio when both ran."""
-    first = next(iter(methods.values()))
-    print(
-        f"reference, next-character accuracy on the {split} text: the training split's argmax "
-        "bigram "
-        f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}"
-    )
-    for name, r in methods.items():
-        print(
-            f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
-            f"{r[split + '_ce']:.4f} nats, {split}_sample_acc {r[split + '_sample_acc']:.4f} at "
-            f"K = {r['test_iters']}, gen_ppl {r['gen_ppl']:.3f} "
-            f"(T = 1 draws: {r['gen_ppl_t1']:.3f}; judge on the real continuations: "
-            f"{r['judge_ppl_held_out']:.3f}); {r['train_layer_evals_per_step']:.2f} layer "
-            "evaluations per "
-            f"step × {r['iters']} steps = {r['train_layer_evals']:,}"
-        )
-        readouts = {
-            key.removeprefix(f"{split}_next_token_acc_"): value
-            for key, value in r.items()
-            if key.startswith(f"{split}_next_token_acc_")
-        }
-        if readouts:  # DiffusionBlocks: --grid × --readout
-            print(
-                f"  {split}_next_token_acc of each read-out at K = {r['test_iters']} "
-                "(--grid_--readout): "
-                + ", ".join(f"{key} {value:.4f}" for key, value in readouts.items())
-            )
-        for decoder, key in (("prediction", ""), ("draw", "_t1")):
-            print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
-                  f"distinct_4 {r['distinct_4' + key]:.3f}")
-        for text in r["samples"][:2]:
-            print(f"  sample: {text!r}")
-    if set(methods) == set(METHODS):
-        bp, dbk = methods["bptt"], methods["diffusionblocks"]
-        schedule = (
-            "equal data passes"
-            if dbk["iters"] == bp["iters"]
-            else f"{dbk['iters'] / bp['iters']:g}× longer"
-        )
-        print(
-            f"training compute, bptt / diffusionblocks ({schedule}): layer evaluations "
-            f"{bp['train_layer_evals'] / dbk['train_layer_evals']:.2f}×, measured time "
-            f"{bp['train_seconds'] / dbk['train_seconds']:.2f}×"
-        )
+# Training: one step, the loop, main ---------------------------------------------------------------
 
 
-def plot_quality_vs_iters(methods, mean_iters, out, split="test"):
-    """--out/quality_vs_iters.png: against test-time K, both methods, like with like: the accuracy
-    of predictions (argmax; DiffusionBlocks from z_0 = 0) and of temperature-1 draws
-    (DiffusionBlocks from noise); cross-entropy."""
-    plt = common.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, keys in zip(axes,
-                        ((f"{split}_next_token_acc", f"{split}_sample_acc"), (f"{split}_ce",))):
-        for name, r in methods.items():
-            q = r["quality_vs_iters"]
-            for key, style in zip(keys, ("-", "--")):
-                kind = "draws" if key.endswith("sample_acc") else "predictions"
-                label = f"{name}, {kind}" if len(keys) > 1 else name
-                ax.plot([p["iters"] for p in q], [p[key] for p in q], style, marker="o",
-                        label=label)
-        ax.axvline(mean_iters, color="gray", ls=":", label=f"training mean K = {mean_iters}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("test-time iterations K (core passes / Euler steps)")
-        ax.set_ylabel(
-            f"{split} next-character accuracy" if len(keys) > 1 else f"{split} cross-entropy (nats)"
-        )
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "quality_vs_iters.png"), dpi=120)
-    plt.close(fig)
+class Tally(dict):
+    """Layer evaluations summed over the training steps ("total"), checkpointed with the run."""
 
-
-# ----------------------------------------------------------------------------------------------
-# Training: one step, the loop, main
-# ----------------------------------------------------------------------------------------------
-
-
-class Tally:
-    """Layer evaluations summed over the training steps, checkpointed with the run (for
-    --resume)."""
-
-    def __init__(self):
-        self.total = 0
-
-    def state_dict(self):
-        return {"total": self.total}
-
-    def load_state_dict(self, state):
-        self.total = state["total"]
+    state_dict, load_state_dict = dict.copy, dict.update
 
 
 def train_step(model, optimizers, batch, block, generator=None):
@@ -519,22 +386,16 @@ def train(cfg, corpus, method, model, run_dir):
     noise = torch.Generator(corpus.device).manual_seed(cfg.seed)
     iters = cfg.steps * (cfg.db_steps_mult if method == "diffusionblocks" else 1)
     x0 = corpus.train[: cfg.batch_size].to(corpus.device)
-    # the baseline at K = its mean
-    def step0(m, o):  # one step at the seed's noise
+
+    def step0(m, o):  # one step at the seed's noise (the baseline at K = its mean)
         return train_step(m, o, x0, 0, torch.Generator(corpus.device).manual_seed(cfg.seed))
 
     memory = common.measure_memory(model, optimizers, step0, lambda m, o: (m.parameters(), o[0]))
-    print(
-        f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
-        + (
-            f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last "
-            f"{cfg.bptt}"
-            if method == "bptt"
-            else f"one core pass per step at a random σ per token ({cfg.db_steps_mult}× "
-            f"the baseline's iterations)"
-        )
-    )
-    tally = Tally()
+    print(f"{method}: {common.count_params(model):,} parameters, {iters} iterations, "
+          + (f"K ~ log-normal Poisson with mean {cfg.mean_iters}, gradients through the last "
+             f"{cfg.bptt}" if method == "bptt" else "one core pass per step at a random σ per "
+             f"token ({cfg.db_steps_mult}× the baseline's iterations)"))
+    tally = Tally(total=0)
     state = {"model": model, "opt": optimizers[0], "gen": gen, "noise": noise, "tally": tally}
     layers_per_iter = cfg.prelude + cfg.core + cfg.coda  # every layer is updated at every step
     loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
@@ -549,12 +410,12 @@ def train(cfg, corpus, method, model, run_dir):
         before = network(model).layer_evals
         loop.record(*train_step(model, optimizers, batch, 0, noise))
         # bptt: 2 + 4K + 2; DiffusionBlocks: 2 + 4 + 2
-        tally.total += network(model).layer_evals - before
+        tally["total"] += network(model).layer_evals - before
         if loop.every(cfg.eval_every):
             loop.log(evaluate(model, cfg, corpus, test_iters(cfg)))
         if loop.every(cfg.ckpt_every):
             loop.checkpoint()
-    return loop.stats, memory, tally.total
+    return loop.stats, memory, tally["total"]
 
 
 def main(cfg):
@@ -566,20 +427,17 @@ def main(cfg):
         model = build_model(cfg, method, len(corpus.chars)).to(device)
         run_dir = os.path.join(cfg.out, method)
         stats, memory, layer_evals = train(cfg, corpus, method, model, run_dir)
-        result = common.method_result(
-            stats,
-            memory,
-            {**final_evaluation(model, cfg, corpus, run_dir),
-             **extras(cfg, method, layer_evals, stats["iter"])},
-        )
+        final = final_evaluation(model, cfg, corpus, run_dir)
+        extra = extras(cfg, method, layer_evals, stats["iter"])
+        result = common.method_result(stats, memory, {**final, **extra})
         common.write_metrics(cfg, "train_huginn.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
     headline = f"{corpus.split}_next_token_acc"
-    common.print_table(metrics["methods"], headline, baseline="bptt")
-    report(metrics["methods"], corpus.split)
-    common.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds",
+    report.print_table(metrics["methods"], headline, baseline="bptt")
+    report.huginn(metrics["methods"], corpus.split)
+    report.plot_comparison(metrics["methods"], headline, cfg.out, "train_seconds",
                            "training seconds")
-    plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
+    report.plot_quality_vs_iters(metrics["methods"], cfg.mean_iters, cfg.out, corpus.split)
     return metrics
 
 

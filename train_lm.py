@@ -22,13 +22,13 @@ import math
 import os
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
+import report
 from data import UNK, decode
 from lm_eval import (continue_held_out, distinct_ngrams, reference_accuracy, reference_bpc,
                      text_corpus, write_samples)
@@ -124,24 +124,18 @@ def parse_args(argv=None):
 def check_config(cfg):
     """One-line errors (exit 2) for the LM flags, run by parse_config (before --out is created)."""
     if cfg.model == "mdm" and cfg.partition != "equiprob":
-        common.fail(
-            "--partition picks σ slices of --model ar; --model mdm splits t into equal drops of α"
-        )
+        common.fail("--partition picks σ slices of --model ar; --model mdm splits t into equal "
+                    "drops of α")
     if (cfg.width // cfg.heads) % 2:
-        common.fail(
-            f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: --model "
-            f"{cfg.model} rotates channel pairs of each head (RoPE), so a head's width must be even"
-        )
+        common.fail(f"--width {cfg.width} / --heads {cfg.heads} = {cfg.width // cfg.heads}: "
+                    f"--model {cfg.model} rotates channel pairs of each head (RoPE), so a head's "
+                    "width must be even")
     if cfg.model == "ar" and not 1 <= cfg.gen_tokens < cfg.seq_len:
-        common.fail(
-            f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − gen_tokens), "
-            f"got {cfg.gen_tokens}"
-        )
+        common.fail(f"--gen-tokens must be in 1..{cfg.seq_len - 1} (the prompt is seq_len − "
+                    f"gen_tokens), got {cfg.gen_tokens}")
 
 
-# ----------------------------------------------------------------------------------------------
-# The networks: a masked-diffusion denoiser (MDM) and a causal transformer (AR)
-# ----------------------------------------------------------------------------------------------
+# The networks: a masked-diffusion denoiser (MDM) and a causal transformer (AR) --------------------
 
 
 class MaskedDenoiser(nn.Module):
@@ -157,9 +151,8 @@ class MaskedDenoiser(nn.Module):
         nn.init.normal_(self.tok.weight, std=0.02)  # the scale of the positions (GPT-2)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
         self.embed_sigma = db.SigmaEmbedder(width)
-        self.layers = nn.ModuleList(
-            db.AdaLNZeroLayer(width, heads, rope=True) for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads, rope=True)
+                                    for _ in range(depth))
         self.final = db.FinalLayer(width, vocab)
 
     def forward(self, z, t):
@@ -202,9 +195,8 @@ class CausalLM(nn.Module):
             self.embed_sigma = db.SigmaEmbedder(width)
         # the condition of clean tokens (of all, plain LM)
         self.cond = nn.Parameter(torch.zeros(width))
-        self.layers = nn.ModuleList(
-            db.AdaLNZeroLayer(width, heads, rope=True) for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads, rope=True)
+                                    for _ in range(depth))
         self.final = db.FinalLayer(width, vocab)
 
     def forward(self, z_in, c_noise, x):
@@ -215,9 +207,8 @@ class CausalLM(nn.Module):
             c = self.cond.expand(N, -1)
         elif self.stream == "single":
             if z_in.shape[1] != n:
-                raise ValueError(
-                    f"stream 'single' takes a hint per position: z {z_in.shape}, x {x.shape}"
-                )
+                raise ValueError(f"stream 'single' takes a hint per position: z {z_in.shape}, "
+                                 f"x {x.shape}")
             h = h + self.z_in(z_in)  # (N, n, D): x_i and the noisy x_{i+1}
             c = self.embed_sigma(c_noise)  # (N, n, D): each position's own σ
         else:
@@ -243,11 +234,8 @@ def build_model(cfg, method, vocab):
     cfg.blocks networks of the split, block b owning its t slice (MDM) or its σ slice (AR, §3)."""
     depths = db.split_layers(cfg.layers, 1 if method == "backprop" else cfg.blocks)
     if cfg.model == "mdm":  # backprop: one denoiser over all of t ∈ [0, 1]; id `vocab` is the mask
-        return db.MaskedDiffusionBlocks(
-            [MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len) for d in depths],
-            vocab,
-            cfg.gamma,
-        )
+        return db.MaskedDiffusionBlocks([MaskedDenoiser(vocab, cfg.width, d, cfg.heads, cfg.seq_len)
+                                         for d in depths], vocab, cfg.gamma)
     if method == "backprop":
         return CausalLM(vocab, cfg.width, cfg.layers, cfg.heads)
     blocks = [CausalLM(vocab, cfg.width, d, cfg.heads, cfg.width, cfg.stream) for d in depths]
@@ -257,9 +245,7 @@ def build_model(cfg, method, vocab):
                               mislabel=cfg.mislabel)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
+# Data ---------------------------------------------------------------------------------------------
 
 
 def load_corpus(cfg, device):
@@ -267,15 +253,11 @@ def load_corpus(cfg, device):
     its target)."""
     corpus = text_corpus(cfg, cfg.seq_len + 1 if cfg.model == "ar" else cfg.seq_len, device)
     data, chars = corpus.data, corpus.chars
-    print(
-        f"{cfg.dataset}: "
-        f"{len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} train / val / test "
-        f"characters, V = {len(chars)}{' (with UNK)' if chars[-1] == UNK else ''}; "
-        f"{len(corpus.test_eval)} "
-        f"{corpus.split} sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: "
-        "Witten–Bell "
-        f"{cfg.judge_order}-gram of the training split"
-    )
+    print(f"{cfg.dataset}: {len(data['train']):,} / {len(data['val']):,} / {len(data['test']):,} "
+          f"train / val / test characters, V = {len(chars)}"
+          f"{' (with UNK)' if chars[-1] == UNK else ''}; {len(corpus.test_eval)} {corpus.split} "
+          f"sequences of {corpus.test.shape[1]} per evaluation; gen_ppl judge: Witten–Bell "
+          f"{cfg.judge_order}-gram of the training split")
     return corpus
 
 
@@ -285,9 +267,7 @@ def get_batch(cfg, corpus, generator):
     return corpus.batch(cfg.batch_size, generator)
 
 
-# ----------------------------------------------------------------------------------------------
-# Prediction and evaluation
-# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation ------------------------------------------------------------------------
 
 
 def ar_logits(model, cfg, context, m, generator, start="mean"):
@@ -445,75 +425,7 @@ def extras(cfg, method, model, per_block):
     return extra
 
 
-# ----------------------------------------------------------------------------------------------
-# Report: the lines below the table, and the plots
-# ----------------------------------------------------------------------------------------------
-
-
-def report(methods, ar, split="test"):
-    """The metrics beside the table's headline, the reference models' bpc (and accuracies), AR
-    samples and the chain's read-outs, and two samples per method."""
-    first = next(iter(methods.values()))
-    print(
-        f"reference, bits per character of the {split} text: training-split unigram "
-        f"{first['unigram_bpc']:.3f}, n-gram judge {first['judge_bpc']:.3f}"
-    )
-    if ar:
-        print(
-            f"reference, next-character accuracy of the training split's argmax bigram "
-            f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}"
-        )
-    for name, r in methods.items():
-        if ar:
-            block0 = (
-                f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
-                f"ce {r[split + '_ce_block0']:.4f}"
-                if split + "_ce_block0" in r
-                else ""
-            )
-            print(
-                f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
-                f"{r[split + '_ce']:.4f} nats, {split}_sample_acc "
-                f"{r[split + '_sample_acc']:.4f}{block0}; "
-                f"judge on the real continuations: {r['judge_ppl_held_out']:.3f}"
-            )
-            for decoder, key in (("prediction", ""), ("draw", "_t1")):
-                print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "
-                      f"distinct_4 {r['distinct_4' + key]:.3f}")
-        else:
-            print(
-                f"{name}: {split}_bpc {r[split + '_bpc']:.4f} = "
-                f"{' + '.join(f'{v:.4f}' for v in r[split + '_bpc_per_block'])} "
-                f"(t slices, most masked first), gen_ppl of samples {r['gen_ppl']:.3f} "
-                f"(judge on {split} text: {r['judge_ppl_held_out']:.3f})"
-            )
-        for text in r["samples"][:2]:
-            print(f"  sample: {text!r}")
-
-
-def plot_bpc_per_block(methods, out, split="test"):
-    """--out/bpc_per_block.png: each method's test bpc split by the t slice (block) that scored
-    it."""
-    plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    width = 0.8 / len(methods)
-    for i, (name, r) in enumerate(methods.items()):
-        parts = r[f"{split}_bpc_per_block"]
-        ax.bar(np.arange(len(parts)) + i * width, parts, width,
-               label=f"{name} ({r[split + '_bpc']:.3f} bpc)")
-    ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2,
-                  [f"block {b}" for b in range(len(parts))])
-    ax.set_xlabel("t slice (block 0 = most masked)")
-    ax.set_ylabel(f"contribution to {split} bits per character")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "bpc_per_block.png"), dpi=120)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training: one step, the loop, main
-# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main ---------------------------------------------------------------
 
 
 def train_step(model, optimizers, batch, b, generator=None):
@@ -557,13 +469,10 @@ def train(cfg, corpus, method, model, run_dir):
     trained = range(len(blocks)) if cfg.block < 0 else [cfg.block]
     iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
     batch0 = get_batch(cfg, corpus, torch.Generator().manual_seed(cfg.seed))
-    memory, per_block = common.measure_blocks(model, optimizers, lambda m, o,
-                                              b: train_step(m, o, batch0, b), trained)
-    print(
-        f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
-        "block(s), "
-        f"{iters} iterations of one block (= {cfg.steps} per block, compute-matched)"
-    )
+    memory, per_block = common.measure_blocks(
+        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
+    print(f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
+          f"block(s), {iters} iterations of one block (= {cfg.steps} per block, compute-matched)")
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
     layers_per_iter = cfg.layers / len(blocks)  # layers one iteration trains (backprop: all L)
     loop = common.Loop(cfg, run_dir, iters, state, method, layers_per_iter)
@@ -588,10 +497,8 @@ def describe(cfg, model):
     layers = db.split_layers(cfg.layers, cfg.blocks)
     if cfg.model == "ar":
         return common.describe_blocks(cfg, model, layers)
-    return (
-        f"diffusionblocks: B={cfg.blocks} blocks of {layers} layers, γ={cfg.gamma}, t slices "
-        f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 the most masked)"
-    )
+    return (f"diffusionblocks: B={cfg.blocks} blocks of {layers} layers, γ={cfg.gamma}, t slices "
+            f"{[(round(lo, 4), round(hi, 4)) for lo, hi in model.slices]} (block 0 most masked)")
 
 
 def main(cfg):
@@ -600,21 +507,14 @@ def main(cfg):
     device = common.start(cfg)
     corpus = load_corpus(cfg, device)
     ar, split = cfg.model == "ar", corpus.split
-    headline, curve = (
-        (f"{split}_next_token_acc", f"{split}_ce") if ar else (f"{split}_bpc", f"{split}_bpc")
-    )
+    headline, curve = ((f"{split}_next_token_acc", f"{split}_ce") if ar
+                       else (f"{split}_bpc", f"{split}_bpc"))
     if cfg.assemble:
         model = build_model(cfg, "diffusionblocks", len(corpus.chars)).to(device)
-        metrics = common.assemble(
-            cfg,
-            "train_lm.py",
-            headline,
-            model,
-            lambda m: {**evaluate(m, cfg, corpus),
-                       **final_evaluation(m, cfg, corpus, os.path.join(cfg.out, "assembled"))},
-            device,
-        )
-        report(metrics["methods"], ar, split)
+        run_dir = os.path.join(cfg.out, "assembled")
+        metrics = common.assemble(cfg, "train_lm.py", headline, model, lambda m: {
+            **evaluate(m, cfg, corpus), **final_evaluation(m, cfg, corpus, run_dir)}, device)
+        report.lm(metrics["methods"], ar, split)
         return metrics
     for method in common.methods_to_run(cfg, METHODS):
         common.seed_everything(cfg.seed)
@@ -626,19 +526,16 @@ def main(cfg):
         if trained is None:  # --block: saved alone
             return None
         stats, memory, per_block = trained
-        result = common.method_result(
-            stats,
-            memory,
-            {**final_evaluation(model, cfg, corpus, run_dir),
-             **extras(cfg, method, model, per_block)},
-        )
+        final = final_evaluation(model, cfg, corpus, run_dir)
+        extra = extras(cfg, method, model, per_block)
+        result = common.method_result(stats, memory, {**final, **extra})
         common.write_metrics(cfg, "train_lm.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
-    common.print_table(metrics["methods"], headline)
-    report(metrics["methods"], ar, split)
-    common.plot_comparison(metrics["methods"], curve, cfg.out)
+    report.print_table(metrics["methods"], headline)
+    report.lm(metrics["methods"], ar, split)
+    report.plot_comparison(metrics["methods"], curve, cfg.out)
     if not ar:
-        plot_bpc_per_block(metrics["methods"], cfg.out, split)
+        report.plot_bpc_per_block(metrics["methods"], cfg.out, split)
     return metrics
 
 

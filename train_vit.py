@@ -1,8 +1,8 @@
-"""ViT image classification: end-to-end backprop, DiffusionBlocks (§4.1: B blocks of L/B layers,
-each denoising a label embedding, trained alone) and a local baseline (the same B pieces trained
-greedily, each with its own head).
+"""ViT image classification: end-to-end backprop beside DiffusionBlocks (§4.1: B blocks of L/B
+layers, each denoising a label embedding, trained alone). The local baseline (the same B pieces
+trained greedily, each with its own head) and the read-out study: study_vit.py.
 
-  python train_vit.py  # all methods on bundled digits, CPU, minutes
+  python train_vit.py  # both methods on bundled digits, CPU, minutes
   python train_vit.py --method diffusionblocks --block 1 --out runs/vit  # block 1 alone
   python train_vit.py --method diffusionblocks --assemble --out runs/vit  # the saved blocks
   python train_vit.py --preset paper                    # CIFAR-100, one GPU
@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
-from data import load_images, random_shift, validation_split
+import report
+from data import load_images, random_shift
 
-METHODS = ["backprop", "diffusionblocks", "local"]
+METHODS = ["backprop", "diffusionblocks"]
 option = common.option
 
 
@@ -69,7 +70,7 @@ class ViT(nn.Module):
     """Patch embedding → L AdaLN-Zero layers → final layer on the first token (DiT layers, ViT
     readout). A classifier: a learned CLS token and condition. A DiffusionBlocks block
     (`label_dim`): the first token carries the noisy label c_in·z, the condition is σ's embedding.
-    Without a stem (the local baseline's later pieces) it takes tokens."""
+    Without a stem (the later pieces of study_vit.py's local baseline) it takes tokens."""
 
     def __init__(self, image_size, channels, patch, width, depth, heads, num_classes,
                  label_dim=None, stem=True):
@@ -104,33 +105,9 @@ class ViT(nn.Module):
         return self.final(h[:, :1], c)[:, 0]  # (N, classes)
 
 
-class LocalViT(nn.ModuleList):
-    """The local baseline: B ViT pieces (only the first with a stem), piece b trained with its own
-    head on the frozen features of pieces < b; it classifies with the piece trained last."""
-
-    def __init__(self, pieces):
-        super().__init__(pieces)
-        self.current = 0  # the piece in training, set by train_step: the learning curve reads it
-
-    @property
-    def blocks(self):
-        """The pieces, trained one after another (common.blocks_of)."""
-        return list(self)
-
-    def frozen_features(self, x, b):
-        """Images x → tokens (N, T+1, D) of pieces < b, without gradients (x itself for b = 0)."""
-        with torch.no_grad(), common.autocast(x.device):
-            for piece in list(self)[:b]:
-                x = piece.features(None, None, x)[0]
-        return x
-
-    def forward(self, z_in, c_noise, x):
-        return self[self.current](z_in, c_noise, self.frozen_features(x, self.current))
-
-
 def build_model(cfg, method, image_size, channels, num_classes):
-    """A ViT of L layers (backprop); B ViTs of L/B layers, each denoising the label embedding (in
-    R^width: DiffusionBlocks); or B pieces (local)."""
+    """A ViT of L layers (backprop), or B ViTs of L/B layers, each denoising the label embedding (in
+    R^width: DiffusionBlocks)."""
     vit = (image_size, channels, cfg.patch, cfg.width)
     depths = db.split_layers(cfg.layers, cfg.blocks)
     if method == "diffusionblocks":
@@ -138,13 +115,7 @@ def build_model(cfg, method, image_size, channels, num_classes):
         embedding = db.target_embedding(num_classes, cfg.width, seed=cfg.seed)
         return db.DiffusionBlocks(blocks, embedding, cfg.gamma, cfg.partition, cfg.weighting,
                                   cfg.mislabel)
-    if method == "local":
-        return LocalViT(ViT(*vit, d, cfg.heads, num_classes, stem=b == 0)
-                        for b, d in enumerate(depths))
     return ViT(*vit, cfg.layers, cfg.heads, num_classes)
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -171,9 +142,7 @@ def normalize(x, mean, std):
 
 def load_data(cfg, device):
     """The images of --dataset (--validation: the training split, 20 % of it held out), checked."""
-    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed)
-    if cfg.validation:
-        data = validation_split(data, cfg.seed)
+    data = load_images(cfg.dataset, cfg.data_dir, cfg.seed, cfg.validation)
     _, C, H, W = data["x_train"].shape
     if H != W or H % cfg.patch:
         common.fail(f"--patch {cfg.patch} must divide the {H}×{W} images (allowed: divisors of "
@@ -228,7 +197,7 @@ def evaluate(cfg, data, model):
     return {data.metric: correct / len(data.x_eval)}
 
 
-def extras(cfg, method, model, per_block):
+def extras(cfg, method, per_block):
     """metrics.json beyond the common fields: DiffusionBlocks' settings, the memory per block."""
     if method == "diffusionblocks":
         return {"blocks": cfg.blocks, "gamma": cfg.gamma, "partition": cfg.partition,
@@ -236,29 +205,21 @@ def extras(cfg, method, model, per_block):
                 "readout": f"{cfg.start}/{cfg.grid}/{cfg.calls or cfg.blocks}/{cfg.readout}",
                 "layers_per_block": db.split_layers(cfg.layers, cfg.blocks),
                 "train_memory_per_block": per_block}
-    if method == "local":  # the frozen pieces also sit in memory
-        frozen = sum(p.nbytes for piece in model.blocks[:-1] for p in piece.parameters())
-        return {"blocks": cfg.blocks, "train_memory_per_block": per_block,
-                "frozen_parameter_bytes": frozen}
     return {}
 
 
-# ----------------------------------------------------------------------------------------------
-# Training: one step, the loop, main
-# ----------------------------------------------------------------------------------------------
+# Training: one step, the loop, main ---------------------------------------------------------------
 
 
 def train_step(model, optimizers, batch, b, generator=None):
     """One iteration that trains block b alone on batch = (images, labels) → (loss, gradient norm).
     DiffusionBlocks (Fig. 3): block b's loss on its noise slice (Eq. 6), noise from `generator`;
-    backprop: the whole network's cross-entropy (b = 0); local: piece b's on frozen features."""
+    backprop: the whole network's cross-entropy (b = 0)."""
     x, y = batch
     with common.autocast(x.device):
         if isinstance(model, db.DiffusionBlocks):
             loss = model.loss(x, y, block=b, generator=generator)
         else:
-            if isinstance(model, LocalViT):
-                model.current = b
             loss = F.cross_entropy(model(None, None, x).float(), y)
     block = common.blocks_of(model)[b]
     optimizers[b].zero_grad(set_to_none=True)
@@ -268,10 +229,10 @@ def train_step(model, optimizers, batch, b, generator=None):
     return loss.detach(), grad_norm
 
 
-def train(cfg, data, method, model, run_dir):
-    """Train `model` by `method`, cfg.steps updates per block (compute matching) → (stats, memory
-    of the largest block, memory per block); None after --block b, which saves block b alone."""
-    blocks = common.blocks_of(model)  # DiffusionBlocks' B blocks, local's B pieces, or backprop's 1
+def train(cfg, data, method, model, run_dir, step=train_step):
+    """Train `model` by `method` (its iterations: `step`), cfg.steps updates per block → (stats,
+    memory of the largest block, memory per block); None after --block b, which saves block b."""
+    blocks = common.blocks_of(model)  # DiffusionBlocks' B blocks, or backprop's 1 (local: pieces)
     optimizers = [common.adamw(block, cfg) for block in blocks]
     device = data.x_eval.device
     gen = torch.Generator().manual_seed(cfg.seed)  # the batches and the block drawn each iteration
@@ -280,7 +241,7 @@ def train(cfg, data, method, model, run_dir):
     iters = cfg.steps * len(trained)  # compute matching: every trained block gets cfg.steps updates
     batch0 = get_batch(cfg, data, torch.Generator().manual_seed(cfg.seed))
     memory, per_block = common.measure_blocks(
-        model, optimizers, lambda m, o, b: train_step(m, o, batch0, b), trained)
+        model, optimizers, lambda m, o, b: step(m, o, batch0, b), trained)
     print(f"{method}: {[common.count_params(b) for b in blocks]} parameters in {len(blocks)} "
           f"block(s), {iters} iterations of one block (= {cfg.steps} per block)")
     state = {"model": model, "opts": common.Many(optimizers), "gen": gen, "noise": noise}
@@ -292,10 +253,10 @@ def train(cfg, data, method, model, run_dir):
         if method == "diffusionblocks":
             b = db.pick_block(len(blocks), gen) if cfg.block < 0 else cfg.block
             progress = it / iters
-        else:  # backprop: the one network; local: piece after piece, each on its own schedule
+        else:  # backprop: the one network (study_vit's local: piece after piece, each scheduled)
             b, progress = it // cfg.steps, (it % cfg.steps) / cfg.steps
         common.set_lr(optimizers[b], common.lr_at(cfg, progress))
-        loop.record(*train_step(model, optimizers, batch, b, noise))
+        loop.record(*step(model, optimizers, batch, b, noise))
         if loop.every(cfg.eval_every):
             loop.log(evaluate(cfg, data, model) if cfg.block < 0 else {})
         if loop.every(cfg.ckpt_every):
@@ -324,11 +285,11 @@ def main(cfg):
         if trained is None:  # --block: saved alone
             return None
         stats, memory, per_block = trained
-        result = common.method_result(stats, memory, extras(cfg, method, model, per_block))
+        result = common.method_result(stats, memory, extras(cfg, method, per_block))
         common.write_metrics(cfg, "train_vit.py", method, result, device)
     metrics = common.read_metrics(cfg.out)
-    common.print_table(metrics["methods"], data.metric)
-    common.plot_comparison(metrics["methods"], data.metric, cfg.out)
+    report.print_table(metrics["methods"], data.metric)
+    report.plot_comparison(metrics["methods"], data.metric, cfg.out)
     return metrics
 
 
