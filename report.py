@@ -132,11 +132,9 @@ def lm(methods, ar, split="test"):
               f"{first[split + '_bigram_acc']:.4f}, trigram {first[split + '_trigram_acc']:.4f}")
     for name, r in methods.items():
         if ar:
-            block0 = (f"; block 0 at σ_max: acc {r[split + '_next_token_acc_block0']:.4f}, "
-                      f"ce {r[split + '_ce_block0']:.4f}" if split + "_ce_block0" in r else "")
             print(f"{name}: {split}_next_token_acc {r[split + '_next_token_acc']:.4f}, {split}_ce "
                   f"{r[split + '_ce']:.4f} nats, {split}_sample_acc "
-                  f"{r[split + '_sample_acc']:.4f}{block0}; "
+                  f"{r[split + '_sample_acc']:.4f}; "
                   f"judge on the real continuations: {r['judge_ppl_held_out']:.3f}")
             for decoder, key in (("prediction", ""), ("draw", "_t1")):
                 print(f"  {decoder}: gen_ppl {r['gen_ppl' + key]:.3f}, "

@@ -14,8 +14,9 @@ Each run is `train_lm.py --model ar --seed S --stream STREAM --blocks B --method
 into --out/STREAM_BB/seedS; the preset's own (one stream, B = 4) trains backprop too. A run whose
 metrics.json is there is not run again. tradeoff.json and tradeoff.png: per stream and B, the
 accuracy gap to backprop and backprop's training memory over the block's, mean ± std over the seeds,
-and the test accuracy of every read-out of the chain from z_0 = 0 (GRIDS × READOUTS, from each run's
-final checkpoint; train_lm.py reads out --grid and --readout only).
+the test accuracy of every read-out of the chain from z_0 = 0 (GRIDS × READOUTS, from each run's
+final checkpoint; train_lm.py reads out --grid and --readout only), and block 0 alone at σ_max
+(accuracy and cross-entropy of one call on noise: what the rest of the chain adds).
 """
 
 import argparse
@@ -26,6 +27,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import common
 import diffusionblocks as db
@@ -91,8 +93,9 @@ def run(out, stream, blocks, seed):
 @torch.no_grad()
 def chain_readouts(folder):
     """{grid/readout: test next-character accuracy} of the DiffusionBlocks model in folder (its
-    ckpt.pt), each grid's B calls from z_0 = 0 read out both ways (deterministic); {} without a
-    checkpoint (results/ keeps metrics only)."""
+    ckpt.pt), each grid's B calls from z_0 = 0 read out both ways (deterministic), and block 0
+    alone on z = σ_max·ε (block0/acc, block0/ce in nats; ε seeded by the run's seed); {} without
+    a checkpoint (results/ keeps metrics only)."""
     path = os.path.join(folder, "diffusionblocks", "ckpt.pt")
     if not os.path.exists(path):
         return {}
@@ -104,7 +107,7 @@ def chain_readouts(folder):
     model.load_state_dict(
         torch.load(path, map_location="cpu", weights_only=False)["state"]["model"]
     )
-    hits, n = {}, cfg.seq_len
+    hits, n, gen = {}, cfg.seq_len, torch.Generator().manual_seed(cfg.seed)
     for x in corpus.test_eval.split(cfg.batch_size):
         context, y = x[:, :-1], x[:, 1:]  # (N, n), (N, n)
         for grid in GRIDS:
@@ -116,6 +119,12 @@ def chain_readouts(folder):
             for readout, logits in (("last", calls[-1]), ("sum", summed)):
                 key = f"{grid}/{readout}"
                 hits[key] = hits.get(key, 0) + int((logits.argmax(-1) == y).sum())
+        sigma_max = model.sigmas[-1]
+        z = sigma_max * torch.randn(len(x), n, cfg.width, generator=gen)
+        logits = model.network(z, sigma_max, context, 0).float()  # (N, n, V)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+        hits["block0/acc"] = hits.get("block0/acc", 0) + int((logits.argmax(-1) == y).sum())
+        hits["block0/ce"] = hits.get("block0/ce", 0) + float(ce)
     return {key: value / (len(corpus.test_eval) * n) for key, value in hits.items()}
 
 

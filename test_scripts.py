@@ -567,17 +567,36 @@ def test_lm_ar_smoke_writes_both_methods_with_finite_metrics(tmp_path):
         )
         assert math.isfinite(r["gen_ppl_t1"]) and r["gen_ppl_t1"] >= 1
         assert 0 <= r["test_sample_acc"] <= 1
-    assert 0 <= methods["diffusionblocks"]["test_next_token_acc_block0"] <= 1
     # AR's paper values
     assert methods["diffusionblocks"]["blocks"] == 4 and methods["diffusionblocks"]["gamma"] == 0.1
     # study_lm.py reads every read-out out of the checkpoint: the preset's is the headline
     import study_lm
 
     readouts = study_lm.chain_readouts(tmp_path)
-    assert (
-        len(readouts) == 4
-        and readouts["final/sum"] == methods["diffusionblocks"]["test_next_token_acc"]
-    )
+    assert len(readouts) == 6
+    assert readouts["final/sum"] == methods["diffusionblocks"]["test_next_token_acc"]
+    # block 0 alone: one call of block 0 on σ_max·ε, ε from the run's seed, here computed by hand on
+    # the smoke preset's one test batch of 8 windows
+    import train_lm
+
+    cfg = train_lm.Config(**train_lm.PRESETS["ar"]["smoke"], model="ar")
+    corpus = train_lm.load_corpus(cfg, torch.device("cpu"))
+    model = train_lm.build_model(cfg, "diffusionblocks", len(corpus.chars))
+    saved = torch.load(tmp_path / "diffusionblocks" / "ckpt.pt", weights_only=False)
+    model.load_state_dict(saved["state"]["model"])
+    x = corpus.test_eval
+    assert len(x) == cfg.batch_size == 8
+    eps = torch.randn(8, cfg.seq_len, cfg.width, generator=torch.Generator().manual_seed(0))
+    sigma = float(model.sigmas[-1])  # EDM's c_in = 1/√(σ² + σ_data²), c_noise = ln(σ)/4, per token
+    c_in, c_noise = (sigma**2 + model.sigma_data**2) ** -0.5, math.log(sigma) / 4
+    with torch.no_grad():
+        c_noise = torch.full((8, cfg.seq_len), c_noise)
+        logits = model.blocks[0](c_in * sigma * eps, c_noise, x[:, :-1])  # (8, n, V)
+    count = 8 * cfg.seq_len
+    y = x[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    assert readouts["block0/ce"] == pytest.approx(float(ce) / count, rel=1e-5)
+    assert readouts["block0/acc"] == int((logits.argmax(-1) == x[:, 1:]).sum()) / count
     # greedy, T × top-p, bridge × s, the chain sampled
     _sample_study(tmp_path, frontier=1 + 2 * 2 + 2 * 3 + 2)
 

@@ -331,7 +331,7 @@ def bpc_per_slice(model, cfg, corpus):
     return total / len(corpus.test_eval)
 
 
-def add_scores(sums, split, name, logits, y, draws=None):
+def add_scores(sums, split, logits, y, draws=None):
     """Add to `sums` the summed cross-entropy and argmax hits of logits (N, n, V) against y (N, n),
     and the hits of a temperature-1 draw: the argmax of `draws` (N, n, V), or without draws the
     probability of the true character."""
@@ -340,9 +340,9 @@ def add_scores(sums, split, name, logits, y, draws=None):
     else:
         sample_hits = logits.softmax(-1).gather(-1, y[..., None])
     ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-    for key, value in ((f"{split}_ce{name}", ce),
-                       (f"{split}_next_token_acc{name}", (logits.argmax(-1) == y).sum()),
-                       (f"{split}_sample_acc{name}", sample_hits.sum())):
+    hits = (logits.argmax(-1) == y).sum()
+    for key, value in ((f"{split}_ce", ce), (f"{split}_next_token_acc", hits),
+                       (f"{split}_sample_acc", sample_hits.sum())):
         sums[key] = sums.get(key, 0.0) + float(value)
 
 
@@ -352,22 +352,15 @@ def evaluate_ar(model, cfg, corpus):
     backprop's logits and of DiffusionBlocks' chain from z_0 = 0 (--grid, --readout; every read-out:
     study_lm.py). Draws: `_sample_acc`, the expected accuracy of a temperature-1 draw (backprop: the
     mean probability of the true character; DiffusionBlocks: the argmax accuracy of its chain from
-    noise, which lands on a draw). `..._block0` (DiffusionBlocks): block 0 alone at σ_max."""
-    gen, sums, split, n = (torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split,
-                           cfg.seq_len)
+    noise, which lands on a draw). Block 0 alone at σ_max: study_lm.py."""
+    gen, sums, split = torch.Generator(corpus.device).manual_seed(cfg.seed), {}, corpus.split
+    n, chain = cfg.seq_len, isinstance(model, db.DiffusionBlocks)
     with common.autocast(corpus.device):
         for x in corpus.test_eval.split(cfg.batch_size):
             x = x.to(corpus.device)
             context, y = x[:, :-1], x[:, 1:]  # (N, n), (N, n)
-            if not isinstance(model, db.DiffusionBlocks):
-                # (N, n, V)
-                add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y)
-                continue
-            draws = ar_logits(model, cfg, context, n, gen, "noise")
-            add_scores(sums, split, "", ar_logits(model, cfg, context, n, gen).float(), y, draws)
-            sigma_max = model.sigmas[-1]
-            z = sigma_max * torch.randn(len(x), n, cfg.width, generator=gen, device=corpus.device)
-            add_scores(sums, split, "_block0", model.network(z, sigma_max, context, 0).float(), y)
+            draws = ar_logits(model, cfg, context, n, gen, "noise") if chain else None  # (N, n, V)
+            add_scores(sums, split, ar_logits(model, cfg, context, n, gen).float(), y, draws)
     return {key: value / (len(corpus.test_eval) * n) for key, value in sums.items()}
 
 
