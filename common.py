@@ -1053,18 +1053,18 @@ def write_study(cfg, script, runs, name, table, **extra):
 
 def summarize_seeds(runs, out):
     """Mean ± std (sample std) of every numeric per-method value over the seeds' metrics.json
-    files."""
+    files; a method that only some seeds ran (e.g. backprop beside a --method diffusionblocks
+    seed) over those seeds, listed in its "seeds"."""
     methods = {}
-    for name in runs[0]["methods"]:
-        methods[name] = {}
-        for key, value in runs[0]["methods"][name].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                values = [r["methods"][name][key] for r in runs]
-                methods[name][key] = {
-                    "mean": float(np.mean(values)),
-                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                    "values": values,
-                }
+    for name in dict.fromkeys(name for r in runs for name in r["methods"]):
+        have = [r for r in runs if name in r["methods"]]
+        methods[name] = {} if len(have) == len(runs) else {"seeds": [r["seed"] for r in have]}
+        for key, value in have[0]["methods"][name].items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and all(key in r["methods"][name] for r in have):
+                values = [r["methods"][name][key] for r in have]
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                methods[name][key] = {"mean": float(np.mean(values)), "std": std, "values": values}
     summary = {k: v for k, v in runs[0].items() if k not in ("methods", "seed")}
     summary.update(seeds=[r["seed"] for r in runs], methods=methods)
     write_json(summary, os.path.join(out, "summary.json"))

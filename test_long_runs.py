@@ -500,3 +500,17 @@ def test_fid_feature_cache_follows_the_data_not_its_name(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         cached.append(sorted(p.name for p in (tmp_path / "data").glob("fid-cnn-*")))
     assert len(cached[0]) == 1 and len(cached[1]) == 2 and cached[2] == cached[1]
+
+
+def test_seed_summary_keeps_a_method_that_only_some_seeds_ran(tmp_path):
+    """--seeds over runs where backprop trained on seed 0 only (the others --method
+    diffusionblocks): each method summarised over its own seeds, never a crash at the end."""
+    runs = [{"seed": 0, "methods": {"backprop": {"acc": 0.5, "iters": 10},
+                                    "diffusionblocks": {"acc": 0.4, "iters": 30}}},
+            {"seed": 1, "methods": {"diffusionblocks": {"acc": 0.6, "iters": 30}}}]
+    summary = common.summarize_seeds(runs, str(tmp_path))
+    bp, dbk = summary["methods"]["backprop"], summary["methods"]["diffusionblocks"]
+    assert bp["seeds"] == [0] and bp["acc"] == {"mean": 0.5, "std": 0.0, "values": [0.5]}
+    assert "seeds" not in dbk and dbk["acc"]["mean"] == pytest.approx(0.5)
+    assert dbk["acc"]["std"] == pytest.approx(math.sqrt(0.02))  # sample std of 0.4, 0.6
+    assert json.loads((tmp_path / "summary.json").read_text())["seeds"] == [0, 1]
