@@ -36,8 +36,30 @@ READOUTS = [
 ]
 
 
+class Piece(nn.Module):
+    """A later piece of the local baseline: train_vit.ViT without its stem (its parameters but the
+    patch embedding, position and CLS token, created in ViT's order), on tokens (N, T+1, D)."""
+
+    def __init__(self, width, depth, heads, num_classes):
+        super().__init__()
+        self.cond = nn.Parameter(torch.zeros(1, width))
+        self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
+        self.final = db.FinalLayer(width, num_classes)
+
+    def features(self, z_in, c_noise, h):
+        """Tokens h (N, T+1, D) → tokens, condition (N, D)."""
+        c = self.cond.expand(len(h), -1)
+        for layer in self.layers:
+            h = layer(h, c)
+        return h, c
+
+    def forward(self, z_in, c_noise, h):
+        h, c = self.features(z_in, c_noise, h)
+        return self.final(h[:, :1], c)[:, 0]  # (N, classes)
+
+
 class LocalViT(nn.ModuleList):
-    """The local baseline: B train_vit.ViT pieces (only the first with a stem), piece b trained with
+    """The local baseline: a train_vit.ViT of L/B layers, then B − 1 Pieces, piece b trained with
     its own head on the frozen features of pieces < b; it classifies with the piece trained last."""
 
     def __init__(self, pieces):
@@ -81,9 +103,10 @@ def local(cfg):
     _, C, H, _ = data.x_eval.shape
     for method in common.methods_to_run(cfg, ["local"]):
         common.seed_everything(cfg.seed)
-        depths = db.split_layers(cfg.layers, cfg.blocks)
-        model = LocalViT(train_vit.ViT(H, C, cfg.patch, cfg.width, d, cfg.heads, data.num_classes,
-                                       stem=b == 0) for b, d in enumerate(depths)).to(device)
+        first, *later = db.split_layers(cfg.layers, cfg.blocks)
+        K = data.num_classes
+        model = LocalViT([train_vit.ViT(H, C, cfg.patch, cfg.width, first, cfg.heads, K),
+                          *(Piece(cfg.width, d, cfg.heads, K) for d in later)]).to(device)
         run_dir = os.path.join(cfg.out, method)
         stats, memory, per_block = train_vit.train(cfg, data, method, model, run_dir, local_step)
         frozen = sum(p.nbytes for piece in model[:-1] for p in piece.parameters())  # also in memory

@@ -69,32 +69,29 @@ PRESETS = {
 class ViT(nn.Module):
     """Patch embedding → L AdaLN-Zero layers → final layer on the first token (DiT layers, ViT
     readout). A classifier: a learned CLS token and condition. A DiffusionBlocks block
-    (`label_dim`): the first token carries the noisy label c_in·z, the condition is σ's embedding.
-    Without a stem (the later pieces of study_vit.py's local baseline) it takes tokens."""
+    (`label_dim`): the first token carries the noisy label c_in·z, the condition σ's embedding."""
 
     def __init__(self, image_size, channels, patch, width, depth, heads, num_classes,
-                 label_dim=None, stem=True):
+                 label_dim=None):
         super().__init__()
         tokens = (image_size // patch) ** 2 + 1
-        self.patch_embed = nn.Conv2d(channels, width, patch, stride=patch) if stem else None
-        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, width)) if stem else None
+        self.patch_embed = nn.Conv2d(channels, width, patch, stride=patch)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, width))
         if label_dim:
             self.label_in = nn.Linear(label_dim, width)
             self.embed_sigma = db.SigmaEmbedder(width)
         else:
-            self.cls = nn.Parameter(torch.zeros(1, 1, width)) if stem else None
+            self.cls = nn.Parameter(torch.zeros(1, 1, width))
             self.cond = nn.Parameter(torch.zeros(1, width))
         self.layers = nn.ModuleList(db.AdaLNZeroLayer(width, heads) for _ in range(depth))
         self.final = db.FinalLayer(width, num_classes)
 
     def features(self, z_in, c_noise, x):
-        """Images x (N, C, H, W), or tokens (N, T+1, D) without a stem → tokens, condition."""
-        h = x
-        if self.patch_embed is not None:
-            patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, T, D)
-            first = self.label_in(z_in)[:, None] if z_in is not None else (
-                self.cls.expand(len(x), -1, -1))
-            h = torch.cat([first, patches], dim=1) + self.pos  # (N, T+1, D)
+        """Images x (N, C, H, W) → tokens (N, T+1, D), condition (N, D)."""
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, T, D)
+        first = (self.label_in(z_in)[:, None] if z_in is not None
+                 else self.cls.expand(len(x), -1, -1))  # (N, 1, D)
+        h = torch.cat([first, patches], dim=1) + self.pos  # (N, T+1, D)
         c = self.cond.expand(len(h), -1) if c_noise is None else self.embed_sigma(c_noise)  # (N, D)
         for layer in self.layers:
             h = layer(h, c)
