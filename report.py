@@ -15,7 +15,7 @@ def mib(n):
     return n / 2**20
 
 
-def _mean(v):
+def mean_of(v):
     return v["mean"] if isinstance(v, dict) else v  # a mean ± std over seeds, or one run's value
 
 
@@ -32,9 +32,10 @@ def print_table(methods, headline, baseline="backprop"):
     rows = [f"{'method':<16} {headline:>14} {'train MiB/step':>15} {'mem ratio':>9} {'s/iter':>9} "
             f"{'time ratio':>10} {'iters':>7} {'train s':>8}"]
     for name, r in methods.items():
-        memory = _mean(r["train_memory_bytes"])
-        mem_ratio = _mean(base.get("train_memory_bytes", math.nan)) / memory
-        time_ratio = _mean(r["seconds_per_iter"]) / _mean(base.get("seconds_per_iter", math.nan))
+        memory = mean_of(r["train_memory_bytes"])
+        mem_ratio = mean_of(base.get("train_memory_bytes", math.nan)) / memory
+        seconds = mean_of(r["seconds_per_iter"])
+        time_ratio = seconds / mean_of(base.get("seconds_per_iter", math.nan))
         mem_ratio = f"{mem_ratio:.2f}x" if base else "-"  # ratios need a baseline run beside
         time_ratio = f"{time_ratio:.3f}" if base else "-"
         rows.append(f"{name:<16} {_fmt(r[headline]):>14} {_fmt(mib(memory)):>15} "

@@ -62,7 +62,7 @@ def plot_ablation(runs, out, features):
     is a --seeds summary)."""
     plt = report.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
-    base = report._mean(runs["B1-equiprob"]["fid"])
+    base = report.mean_of(runs["B1-equiprob"]["fid"])
     sweep = [b for b, p in ABLATION if p == "equiprob"]
     ours = np.array([relative_fid(runs[f"B{b}-equiprob"]["fid"], base) for b in sweep])  # (runs, 2)
     ax1.errorbar(

@@ -62,7 +62,7 @@ class Config(common.BaseConfig):
     fid_reference: str = option("test", "what `fid` compares the samples with: the test split "
                                 "(--validation: the held-out 20 %)", ["test", "train"])
     fid_classifier_steps: int = option(600, "training steps of the feature CNN (cached)")
-    validation: bool = option(False, "evaluate on 20 % of the training split held out (to choose)")
+    validation: bool = option(False, "evaluate on 20 % of the training split held out (tuning)")
     eval_every: int = option(500, "iterations between test denoising losses (learning curves)")
     curve_images: int = option(0, "test images per curve point (0: all; the final one uses all)")
 
